@@ -1,0 +1,77 @@
+"""Apply a model record's preprocessing recipe: the one implementation used everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from medcore.imaging.decode import DEFAULT_MAX_PIXELS, decode_image
+from medcore.record import Interpolation, Preprocessing
+
+_RESAMPLE = {
+    Interpolation.NEAREST: Image.Resampling.NEAREST,
+    Interpolation.BILINEAR: Image.Resampling.BILINEAR,
+    Interpolation.BICUBIC: Image.Resampling.BICUBIC,
+    Interpolation.LANCZOS: Image.Resampling.LANCZOS,
+    Interpolation.BOX: Image.Resampling.BOX,
+}
+
+
+def image_mode(recipe: Preprocessing) -> str:
+    """The Pillow mode a recipe works in: "L" for one channel, "RGB" for three."""
+    return "L" if recipe.channels == 1 else "RGB"
+
+
+def resize_image(image: Image.Image, recipe: Preprocessing) -> Image.Image:
+    """Convert, centre-crop and resize: the geometric part of the recipe, still 8-bit."""
+    mode = image_mode(recipe)
+    if image.mode != mode:
+        image = image.convert(mode)
+    if recipe.crop == "center_square":
+        width, height = image.size
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (recipe.width, recipe.height):
+        image = image.resize((recipe.width, recipe.height), resample=_RESAMPLE[recipe.interpolation])
+    return image
+
+
+def normalize(pixels: np.ndarray, recipe: Preprocessing) -> np.ndarray:
+    """uint8 HxW or HxWxC pixels -> float32 CHW, scaled to [0, 1] then standardised."""
+    array = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
+    if array.ndim == 2:
+        array = array[None, :, :]
+    else:
+        array = np.ascontiguousarray(array.transpose(2, 0, 1))
+    mean = np.asarray(recipe.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(recipe.std, dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
+
+
+def preprocess_image(image: Image.Image | np.ndarray, recipe: Preprocessing) -> np.ndarray:
+    """A decoded image (Pillow, or a uint8 array such as a MedMNIST sample) -> float32 CHW."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"array images must be uint8, got {image.dtype}")
+        image = Image.fromarray(image)
+    return normalize(np.asarray(resize_image(image, recipe)), recipe)
+
+
+def load_model_input(
+    data: bytes, recipe: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Image file bytes -> float32 CHW model input, exactly as the model was trained to see it."""
+    image = decode_image(
+        data, mode=image_mode(recipe), max_pixels=max_pixels, min_side=max(recipe.height, recipe.width)
+    )
+    return preprocess_image(image, recipe)
+
+
+def stack_batch(inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack CHW inputs into one contiguous NCHW float32 batch."""
+    if not inputs:
+        raise ValueError("cannot stack an empty batch")
+    return np.ascontiguousarray(np.stack(inputs, axis=0), dtype=np.float32)

@@ -1,0 +1,159 @@
+"""The model record: everything a consumer needs to use a model correctly.
+
+The trainer writes it into every checkpoint, export embeds it in the ONNX metadata and
+the service reads it from there. Nobody re-types labels, input sizes or normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RECORD_SCHEMA_VERSION = 1
+ONNX_METADATA_KEY = "medimaging.model_record"
+
+
+class RecordError(ValueError):
+    """A model record is missing, of an unknown version, or malformed."""
+
+
+class Task(StrEnum):
+    """How outputs are read: one sigmoid, a softmax over labels, or a sigmoid per label."""
+
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    MULTILABEL = "multilabel"
+
+
+class Interpolation(StrEnum):
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    LANCZOS = "lanczos"
+    BOX = "box"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Preprocessing(_Strict):
+    """The intensity and resize recipe applied to every decoded image.
+
+    Order: convert to `channels` (grayscale uses ITU-R 601 luma; 16-bit images are
+    min-max scaled to 8 bits), centre square crop (if `crop == "center_square"`),
+    resize to `height` x `width`, scale to [0, 1], then `(x - mean) / std` per channel.
+    """
+
+    height: int = Field(gt=0, le=4096)
+    width: int = Field(gt=0, le=4096)
+    channels: Literal[1, 3]
+    crop: Literal["center_square", "none"] = "center_square"
+    interpolation: Interpolation = Interpolation.BICUBIC
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @model_validator(mode="after")
+    def _stats_match_channels(self) -> Preprocessing:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != self.channels:
+                raise ValueError(f"{name} has {len(values)} values, channels is {self.channels}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {list(self.std)}")
+        return self
+
+
+class Provenance(_Strict):
+    """Where the model came from: data, code, configuration and measured metrics."""
+
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    architecture: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    code_commit: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    software: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelRecord(_Strict):
+    """Typed, versioned description of one trained model."""
+
+    schema_version: int = RECORD_SCHEMA_VERSION
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    task: Task
+    labels: tuple[str, ...] = Field(min_length=1)
+    thresholds: dict[str, float]
+    preprocessing: Preprocessing
+    provenance: Provenance
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelRecord:
+        if self.schema_version != RECORD_SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {self.schema_version} is unknown; this code reads version {RECORD_SCHEMA_VERSION}"
+            )
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {list(self.labels)}")
+        if self.task is Task.BINARY and len(self.labels) != 1:
+            raise ValueError(f"a binary task has exactly one (positive) label, got {list(self.labels)}")
+        if self.task is Task.MULTICLASS and len(self.labels) < 2:
+            raise ValueError(f"a multiclass task needs at least two labels, got {list(self.labels)}")
+        if set(self.thresholds) != set(self.labels):
+            raise ValueError(
+                f"thresholds must name exactly the labels {list(self.labels)}, got {sorted(self.thresholds)}"
+            )
+        bad = {k: v for k, v in self.thresholds.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"thresholds must lie in [0, 1], got {bad}")
+        return self
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelRecord:
+        if not isinstance(data, dict):
+            raise RecordError(f"model record must be a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version is None:
+            raise RecordError("model record field 'schema_version' is missing")
+        if version != RECORD_SCHEMA_VERSION:
+            raise RecordError(
+                f"model record field 'schema_version' is {version!r}; "
+                f"this code reads version {RECORD_SCHEMA_VERSION}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise RecordError(_describe(exc)) from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> ModelRecord:
+        if text is None or (isinstance(text, str | bytes) and not text.strip()):
+            raise RecordError("model record is missing")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"model record is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(record)"
+        problems.append(f"field '{where}': {err['msg']}")
+    return "model record is malformed: " + "; ".join(problems)

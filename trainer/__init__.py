@@ -1,0 +1,1 @@
+"""Train torchvision ConvNeXt / ResNet50 classifiers on medical images."""
