@@ -1,0 +1,37 @@
+# Two commands a new user needs:  `make serve`  and  `make test`.
+PYTHON ?= python3
+SERVE_VENV := .venv-serve
+DEV_VENV := .venv
+
+.PHONY: serve test lint typecheck pytest docker-check clean
+
+# Set up a torch-free environment and start the service on the bundled default model.
+serve: $(SERVE_VENV)/.installed
+	$(SERVE_VENV)/bin/python -m service
+
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -q -e '.[serve]'
+	touch $@
+
+# Set up the full environment (training, export, serving, tools) and run ruff, mypy and pytest.
+test: $(DEV_VENV)/.installed lint typecheck pytest
+
+$(DEV_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEV_VENV)/bin/python -m pip install -q -e '.[serve,train,dev]'
+	touch $@
+
+lint: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/ruff check .
+
+typecheck: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/mypy
+
+pytest: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(SERVE_VENV) $(DEV_VENV) .mypy_cache .ruff_cache .pytest_cache
