@@ -123,7 +123,7 @@ def test_truncated_file_is_corrupt(shared_data: Path) -> None:
 
 def test_pixel_limit_guards_against_decompression_bombs() -> None:
     data = encode(Image.new("L", (3000, 3000)), "PNG")
-    with pytest.raises(ImageTooLargeError, match="9000000 pixels.*limit is 1000000"):
+    with pytest.raises(ImageTooLargeError, match=r"9000000 pixels.*limit is 1000000"):
         decode_image(data, max_pixels=1_000_000)
     assert decode_image(data).size == (3000, 3000)
 
@@ -133,3 +133,55 @@ def test_stack_batch() -> None:
     assert batch.shape == (2, 1, 4, 4) and batch.flags.c_contiguous
     with pytest.raises(ValueError, match="empty"):
         stack_batch([])
+
+
+DICOM = "dicom_samples"
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("CR-MONO1-10-chest_MONOCHROME1_no_meta.dcm", (440, 440)),  # no preamble, no file meta
+        ("RG1_J2KI_CR_chest_PA_MONOCHROME1_j2k.dcm", (1841, 1955)),  # JPEG 2000
+        ("SIIM_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819_CR_chest_MONOCHROME2_jpeg.dcm", (1024, 1024)),
+    ],
+)
+def test_real_dicom_radiographs_decode(shared_data: Path, name: str, size: tuple[int, int]) -> None:
+    data = (shared_data / DICOM / name).read_bytes()
+    image = decode_image(data)
+    assert image.mode == "L" and image.size == size
+    pixels = np.asarray(image)
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert load_model_input(data, GRAY).shape == (1, 28, 28)
+
+
+def test_monochrome1_is_inverted(shared_data: Path) -> None:
+    import pydicom
+
+    path = shared_data / DICOM / "RG3_J2KR_CR_tibia_MONOCHROME1_j2k_lossless.dcm"
+    as_stored = np.asarray(decode_image(path.read_bytes()), dtype=np.int16)
+    dataset = pydicom.dcmread(path)
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    as_monochrome2 = np.asarray(decode_image(buffer.getvalue()), dtype=np.int16)
+    assert np.array_equal(as_stored, 255 - as_monochrome2)
+    # Once inverted, air beside the leg (columns ~480-580) is dark and the tibia (~800-900) bright.
+    assert as_stored[:, 480:580].mean() < 60 < 150 < as_stored[:, 800:900].mean()
+
+
+def test_dicom_pixel_limit_is_checked_before_decoding(shared_data: Path) -> None:
+    data = (shared_data / DICOM / "RG1_J2KI_CR_chest_PA_MONOCHROME1_j2k.dcm").read_bytes()
+    with pytest.raises(ImageTooLargeError, match="limit is 1000000"):
+        decode_image(data, max_pixels=1_000_000)
+
+
+def test_dicom_without_pixels_is_rejected(shared_data: Path) -> None:
+    import pydicom
+
+    dataset = pydicom.dcmread(shared_data / DICOM / "pydicom_dicomdirtests_CR1_6154_16x16_MONOCHROME1.dcm")
+    del dataset.PixelData
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    with pytest.raises(ImageDecodeError, match="no pixel data"):
+        decode_image(buffer.getvalue())

@@ -49,7 +49,7 @@ def test_missing_record_fails(text: str | None) -> None:
 
 
 def test_unknown_version_names_the_field() -> None:
-    with pytest.raises(RecordError, match="schema_version.*99"):
+    with pytest.raises(RecordError, match=r"schema_version.*99"):
         ModelRecord.from_dict(record_dict(schema_version=99))
     data = record_dict()
     del data["schema_version"]

@@ -8,11 +8,12 @@ import math
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medcore.imaging.dicom import decode_dicom, looks_like_dicom
 from medcore.imaging.errors import ImageDecodeError, ImageTooLargeError
 
 # Largest image accepted by default: 8192 x 8192 covers every radiograph and most microscopy tiles.
 DEFAULT_MAX_PIXELS = 8192 * 8192
-READABLE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+READABLE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DICOM")
 _HIGH_BIT_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 # A JPEG is decoded at a reduced DCT scale while its short side stays this many times the target.
 DRAFT_OVERSAMPLE = 4
@@ -25,7 +26,7 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int | None = None,
 ) -> Image.Image:
-    """Decode PNG/JPEG/TIFF/BMP bytes into a loaded Pillow image of `mode` ("L" or "RGB").
+    """Decode PNG/JPEG/TIFF/BMP/DICOM bytes into a loaded Pillow image of `mode` ("L" or "RGB").
 
     16-bit and float images are min-max scaled to 8 bits first. `min_side` lets a JPEG be
     decoded at a reduced scale (Pillow's draft mode) as long as its short side stays at
@@ -35,11 +36,15 @@ def decode_image(
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
     if not data:
         raise ImageDecodeError("the file is empty", code="empty_file")
+    if data[128:132] == b"DICM":
+        return _to_mode(decode_dicom(data, max_pixels=max_pixels), mode)
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from None
     except UnidentifiedImageError:
+        if looks_like_dicom(data):
+            return _to_mode(decode_dicom(data, max_pixels=max_pixels), mode)
         raise ImageDecodeError(
             f"not an image in a readable format ({', '.join(READABLE_FORMATS)})", code="not_an_image"
         ) from None

@@ -42,10 +42,7 @@ def resize_image(image: Image.Image, recipe: Preprocessing) -> Image.Image:
 def normalize(pixels: np.ndarray, recipe: Preprocessing) -> np.ndarray:
     """uint8 HxW or HxWxC pixels -> float32 CHW, scaled to [0, 1] then standardised."""
     array = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
-    if array.ndim == 2:
-        array = array[None, :, :]
-    else:
-        array = np.ascontiguousarray(array.transpose(2, 0, 1))
+    array = array[None, :, :] if array.ndim == 2 else array.transpose(2, 0, 1)
     mean = np.asarray(recipe.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(recipe.std, dtype=np.float32)[:, None, None]
     return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
