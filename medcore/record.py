@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 RECORD_SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "medimaging.model_record"
+# The ONNX contract between export and every consumer: input [batch, C, H, W] float32,
+# output [batch, L] probabilities with the task's activation applied in-graph.
+ONNX_INPUT_NAME = "input"
+ONNX_OUTPUT_NAME = "probabilities"
+ONNX_BATCH_AXIS = "batch"
 
 
 class RecordError(ValueError):

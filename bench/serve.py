@@ -1,0 +1,306 @@
+"""Benchmark the service against raw onnxruntime and a plain FastAPI server, on the same model and image.
+
+    .venv/bin/python bench/serve.py [--model M.onnx] [--image X.jpeg] [--requests 256]
+
+Every system does the same work per image: decode + preprocess with medcore.imaging, then onnxruntime.
+- onnxruntime: in this process, N threads each running one image at a time (no HTTP, no batching);
+- plain FastAPI: a minimal server that runs onnxruntime per request in FastAPI's threadpool (no batching);
+- service: `python -m service` with its default settings (micro-batching).
+Servers run as subprocesses on free 127.0.0.1 ports and are stopped at the end. The load generator shares
+the machine's cores with the server, as the printed machine line says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Annotated
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import uvicorn
+from fastapi import FastAPI, File, UploadFile
+from prometheus_client.parser import text_string_to_metric_families
+
+from medcore.imaging import load_model_input
+from service.config import BUNDLED_MODEL
+from service.model import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "kermany_chest_xray_subset" / "images" / "IM-0001-0001.jpeg"
+CONCURRENCY = (1, 8, 32)
+WARMUP_REQUESTS = 8
+
+
+@dataclass(frozen=True)
+class Result:
+    system: str
+    concurrency: int
+    latencies_s: list[float]
+    wall_s: float
+    errors: int
+    peak_rss_mb: float
+    mean_batch: float | None = None
+
+    def row(self) -> str:
+        lat = np.asarray(self.latencies_s) * 1e3
+        p50, p99 = (np.percentile(lat, q) for q in (50, 99)) if lat.size else (float("nan"),) * 2
+        rate = len(self.latencies_s) / self.wall_s
+        batch = "-" if self.mean_batch is None else f"{self.mean_batch:.1f}"
+        numbers = [f"{rate:.1f}", f"{p50:.1f}", f"{p99:.1f}", batch, f"{self.peak_rss_mb:.0f}", str(self.errors)]
+        return format_row([self.system, str(self.concurrency), str(len(self.latencies_s)), *numbers])
+
+
+COLUMNS: tuple[tuple[str, int], ...] = (("system", 16), ("conc.", 6), ("requests", 10), ("img/s", 10))
+COLUMNS += (("p50 ms", 10), ("p99 ms", 10), ("batch", 8), ("RSS MB", 10), ("errors", 8))
+
+
+def format_row(cells: Sequence[str]) -> str:
+    """The first column left-aligned, the numbers right-aligned."""
+    first, *rest = (width for _, width in COLUMNS)
+    return cells[0].ljust(first) + "".join(cell.rjust(width) for cell, width in zip(cells[1:], rest, strict=True))
+
+
+HEADER = format_row([name for name, _ in COLUMNS])
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="ONNX model with its record")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the image every request sends")
+    parser.add_argument("--requests", type=int, default=256, help="requests per system and concurrency")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="stop a run early after this long")
+    parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    return parser
+
+
+# --- the plain FastAPI baseline (run in a subprocess with --plain-server) ---
+
+
+def plain_app(model: Path) -> FastAPI:
+    """Decode + onnxruntime per request in FastAPI's threadpool: what one writes without a batcher."""
+    loaded = load_model(model, provider="cpu")
+    app = FastAPI()
+
+    @app.get("/health/ready")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/predict")
+    def predict(file: Annotated[UploadFile, File()]) -> dict[str, list[float]]:
+        inputs = load_model_input(file.file.read(), loaded.record.preprocessing)
+        return {"probabilities": loaded.predict(inputs[None])[0].tolist()}
+
+    return app
+
+
+# --- systems under test ---
+
+
+def bench_in_process(model: Path, data: bytes, concurrency: int, requests: int, max_s: float) -> Result:
+    loaded = load_model(model, provider="cpu")
+
+    def one() -> float:
+        started = time.perf_counter()
+        loaded.predict(load_model_input(data, loaded.record.preprocessing)[None])
+        return time.perf_counter() - started
+
+    for _ in range(WARMUP_REQUESTS):
+        one()
+    deadline = time.monotonic() + max_s
+    latencies: list[float] = []
+
+    def worker(count: int) -> None:
+        for _ in range(count):
+            if time.monotonic() > deadline:
+                return
+            latencies.append(one())
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, split(requests, concurrency)))
+    wall = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; this whole process
+    return Result("onnxruntime", concurrency, latencies, wall, 0, peak_mb)
+
+
+@dataclass(frozen=True)
+class HttpRun:
+    latencies_s: list[float]
+    wall_s: float
+    errors: int
+    mean_batch: float | None
+
+
+async def batch_totals(client: httpx.AsyncClient) -> tuple[float, float] | None:
+    """(images, batches) so far from the service's batch-size histogram; None for a server without one."""
+    response = await client.get("/metrics")
+    if response.status_code != 200:
+        return None
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    return values.get("serve_batch_size_sum", 0.0), values.get("serve_batch_size_count", 0.0)
+
+
+async def bench_http(url: str, data: bytes, concurrency: int, requests: int, max_s: float) -> HttpRun:
+    """`requests` POSTs from `concurrency` clients, after a few warm-up ones; only 200s count as served."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + max_s
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def worker(count: int) -> None:
+            nonlocal errors
+            for _ in range(count):
+                if time.monotonic() > deadline:
+                    return
+                started = time.perf_counter()
+                response = await client.post("/predict", files={"file": ("image", data)})
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker(WARMUP_REQUESTS // concurrency or 1) for _ in range(concurrency)))
+        latencies.clear()
+        errors = 0
+        before = await batch_totals(client)
+        deadline = time.monotonic() + max_s
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(count) for count in split(requests, concurrency)))
+        wall_s = time.perf_counter() - started
+        after = await batch_totals(client)
+    mean_batch = None
+    if before and after and after[1] > before[1]:
+        mean_batch = (after[0] - before[0]) / (after[1] - before[1])
+    return HttpRun(latencies, wall_s, errors, mean_batch)
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+# --- servers as subprocesses ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server subprocess, wait for /health/ready, and always stop it."""
+    # A file, not a pipe: a chatty server must never block on a full pipe.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(process, " ".join(command), f"http://127.0.0.1:{port}", log)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_ready(process: subprocess.Popen[bytes], name: str, url: str, log: IO[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+            raise SystemExit(f"server {name} exited with {process.returncode}:\n{output}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"server {name} was not ready after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a live process: its peak resident memory so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_server(
+    name: str, command: list[str], env: dict[str, str], port: int, run: Callable[[str, int], HttpRun]
+) -> None:
+    with server(command, env, port) as process:
+        for concurrency in CONCURRENCY:
+            http = run(f"http://127.0.0.1:{port}", concurrency)
+            rss = peak_rss_mb(process.pid)
+            result = Result(name, concurrency, http.latencies_s, http.wall_s, http.errors, rss, http.mean_batch)
+            print(result.row(), flush=True)
+
+
+def machine() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or "unknown CPU"
+    return (
+        f"{platform.node()}: {os.cpu_count()} logical cores ({cpu}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.plain_server:
+        uvicorn.run(plain_app(args.model), host="127.0.0.1", port=args.port, log_level="warning")
+        return
+    for what, path in (("model", args.model), ("image", args.image)):
+        if not path.is_file():
+            raise SystemExit(f"{what} {path} does not exist; pass --{what}")
+    data = args.image.read_bytes()
+    record = load_model(args.model, provider="cpu").record
+    print(f"machine: {machine()}")
+    print(
+        f"model: {record.name} {record.version} ({args.model}), input {record.preprocessing.channels}x"
+        f"{record.preprocessing.height}x{record.preprocessing.width}; image: {args.image.name} ({len(data)} bytes); "
+        f"{args.requests} requests per row (or {args.max_seconds:.0f} s), after {WARMUP_REQUESTS} warm-up requests"
+    )
+    print("RSS MB: peak resident memory of the server process (onnxruntime rows: this whole bench process)")
+    print(HEADER)
+    for concurrency in CONCURRENCY:
+        print(bench_in_process(args.model, data, concurrency, args.requests, args.max_seconds).row(), flush=True)
+
+    def http(url: str, concurrency: int) -> HttpRun:
+        return asyncio.run(bench_http(url, data, concurrency, args.requests, args.max_seconds))
+
+    port = free_port()
+    plain = [sys.executable, str(Path(__file__).resolve()), "--plain-server", "--model", str(args.model)]
+    bench_server("plain FastAPI", [*plain, "--port", str(port)], {}, port, http)
+    port = free_port()
+    env = {"SERVE_MODEL_PATH": str(args.model.resolve()), "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
+    env["SERVE_LOG_LEVEL"] = "warning"
+    bench_server("service", [sys.executable, "-m", "service"], env, port, http)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,74 @@
+"""python -m export.evaluate MODEL.onnx: score an exported file on dataset splits, write metrics JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from export.atomic import write_checked
+from export.errors import ExportError
+from export.evaluation import DEFAULT_BATCH_SIZE, data_config_from_record, evaluate_onnx
+from export.metadata import read_record
+from trainer.config import DATA_KINDS
+from trainer.data import SPLITS
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.evaluate",
+        description="Evaluate an exported ONNX model on dataset splits with the trainer's data loading "
+        "(medcore preprocessing) and metrics. The data defaults to the one named in the model's record.",
+    )
+    parser.add_argument("model", type=Path, help="ONNX file written by `python -m export`")
+    parser.add_argument("--data-kind", choices=DATA_KINDS, help="dataset layout (default: from the record)")
+    parser.add_argument("--data-path", help="dataset file or folder (default: from the record)")
+    parser.add_argument("--split", nargs="+", choices=SPLITS, default=["test"], help="splits to score (default test)")
+    parser.add_argument("--limit", type=int, help="at most this many samples per split (the trainer's fixed subset)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--out", type=Path, help="metrics JSON to write (default: MODEL with .metrics.json)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    out = args.out or args.model.with_suffix(".metrics.json")
+    try:
+        record = read_record(args.model)
+        data = data_config_from_record(record, kind=args.data_kind, path=args.data_path, limit=args.limit)
+        metrics = evaluate_onnx(args.model, data=data, splits=args.split, batch_size=args.batch_size)
+    except (ExportError, OSError, ValueError) as exc:
+        print(f"evaluation failed: {exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(metrics, indent=2) + "\n"
+    write_checked(out, text.encode(), lambda path: None)
+    print(summary(metrics))
+    print(f"metrics written to {out}")
+    return 0
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """A fixed-width table: one row per split and label."""
+    model = metrics["model"]
+    lines = [
+        f"{model['name']} {model['version']} ({model['file']}) on {metrics['data']['kind']} {metrics['data']['path']}",
+        f"{'split':<6} {'label':<16} {'n':>6} {'auroc':>7} {'acc':>7} {'sens':>7} {'spec':>7} {'f1':>7} {'thr':>6}",
+    ]
+    for split, result in metrics["splits"].items():
+        for label, m in result["labels"].items():
+            cells = " ".join(_cell(m[key]) for key in ("auroc", "accuracy", "sensitivity", "specificity", "f1"))
+            lines.append(f"{split:<6} {label:<16} {m['n']:>6} {cells} {m['threshold']:>6.3f}")
+        if "top1_accuracy" in result:
+            lines.append(f"{split:<6} top-1 accuracy {_cell(result['top1_accuracy'])}")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>7.4f}" if value is not None else f"{'-':>7}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

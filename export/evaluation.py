@@ -1,0 +1,134 @@
+"""Score an exported ONNX file on dataset splits, through the trainer's loader and the trainer's metrics.
+
+The inputs come from `trainer.data.ManifestDataset.model_input` (medcore preprocessing, as in
+training evaluation and in the service) and the numbers from `trainer.metrics.binary_metrics`,
+so ONNX and PyTorch results are comparable line by line ("for a fair comparison", as timm says).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from export.contract import INPUT_NAME, check_contract
+from export.metadata import read_record
+from medcore.imaging import stack_batch
+from medcore.record import ModelRecord, Task
+from trainer.config import DataConfig
+from trainer.data import DataError, LabeledData, ManifestDataset, load_data
+from trainer.data.manifest import sha256_file
+from trainer.metrics import binary_metrics
+
+DEFAULT_BATCH_SIZE = 64
+# Metrics compared with those the trainer measured in PyTorch and stored in the record.
+COMPARED = ("auroc", "accuracy", "sensitivity", "specificity", "f1")
+
+
+def data_config_from_record(
+    record: ModelRecord, *, kind: str | None = None, path: str | Path | None = None, limit: int | None = None
+) -> DataConfig:
+    """The dataset the model was trained on (from its record's provenance), with overrides."""
+    recorded = record.provenance.data
+    kind = kind or recorded.get("kind")
+    path = path or recorded.get("path")
+    if not kind or not path:
+        raise DataError(
+            f"the record of {record.name} {record.version} does not say which data it was trained on "
+            f"(kind {kind!r}, path {path!r}); pass the data kind and path"
+        )
+    return DataConfig(kind=str(kind), path=str(path), labels=record.labels, limit=limit)
+
+
+def evaluate_onnx(
+    model_path: str | Path,
+    *,
+    data: DataConfig | None = None,
+    splits: Sequence[str] = ("test",),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict[str, Any]:
+    """Metrics of the ONNX file at `model_path` on `splits`, at the record's thresholds, as plain JSON types."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model_path = Path(model_path)
+    record = read_record(model_path)
+    check_contract(onnx.load(str(model_path), load_external_data=False), record)
+    config = data or data_config_from_record(record)
+    dataset = load_data(config)
+    _check_labels(dataset, record)
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    started = time.monotonic()
+    results = {}
+    for name in splits:
+        split = dataset.split(name)
+        prob = predict(session, ManifestDataset(split, record.preprocessing), batch_size)
+        results[name] = split_metrics(record, split.labels, prob, record.provenance.metrics.get(name))
+    return {
+        "model": {
+            "file": model_path.name,
+            "sha256": sha256_file(model_path),
+            "name": record.name,
+            "version": record.version,
+        },
+        "runtime": {"onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"},
+        "data": {"kind": config.kind, "path": config.path, "limit": config.limit, **_data_match(dataset, record)},
+        "task": record.task.value,
+        "labels": list(record.labels),
+        "thresholds": dict(record.thresholds),
+        "seconds": round(time.monotonic() - started, 2),
+        "splits": results,
+    }
+
+
+def predict(session: ort.InferenceSession, dataset: ManifestDataset, batch_size: int) -> np.ndarray:
+    """Probabilities [N, L] for every sample of `dataset`, in order."""
+    outputs = []
+    for start in range(0, len(dataset), batch_size):
+        stop = min(start + batch_size, len(dataset))
+        batch = stack_batch([dataset.model_input(i) for i in range(start, stop)])
+        outputs.append(session.run(None, {INPUT_NAME: batch})[0])
+    return np.concatenate(outputs).astype(np.float64)
+
+
+def split_metrics(
+    record: ModelRecord, labels: np.ndarray, prob: np.ndarray, reference: Any = None
+) -> dict[str, Any]:
+    """Per label: `binary_metrics` at the record's threshold; top-1 accuracy for multiclass; deltas vs record."""
+    per_label = {
+        label: binary_metrics(labels[:, j], prob[:, j], record.thresholds[label])
+        for j, label in enumerate(record.labels)
+    }
+    result: dict[str, Any] = {"n": len(labels), "labels": per_label}
+    if record.task is Task.MULTICLASS:
+        known = ~np.isnan(labels).any(axis=1)
+        hits = np.argmax(prob[known], axis=1) == np.argmax(labels[known], axis=1)
+        result["top1_accuracy"] = float(hits.mean()) if hits.size else None
+    if len(record.labels) == 1 and isinstance(reference, dict):
+        # The trainer stores one label's metrics per split; report ONNX minus PyTorch.
+        ours = per_label[record.labels[0]]
+        result["delta_vs_record"] = {
+            key: ours[key] - reference[key]
+            for key in COMPARED
+            if isinstance(ours.get(key), float) and isinstance(reference.get(key), int | float)
+        }
+    return result
+
+
+def _check_labels(dataset: LabeledData, record: ModelRecord) -> None:
+    if tuple(dataset.label_names) != tuple(record.labels):
+        raise DataError(f"the data has labels {list(dataset.label_names)}, the model {list(record.labels)}")
+    if dataset.task is not record.task:
+        raise DataError(f"the data is a {dataset.task.value} task, the model {record.task.value}")
+
+
+def _data_match(dataset: LabeledData, record: ModelRecord) -> dict[str, Any]:
+    """Whether the data files are byte-identical to the ones named in the record (None: not recorded)."""
+    keys = ("files", "listing_sha256")
+    recorded = {k: record.provenance.data[k] for k in keys if k in record.provenance.data}
+    found = {k: dataset.description[k] for k in recorded if k in dataset.description}
+    return {"same_as_training_data": (recorded == found) if recorded else None}

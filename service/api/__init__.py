@@ -1,0 +1,9 @@
+"""HTTP routes, one module per resource, and their shared dependencies."""
+
+from fastapi import APIRouter
+
+from service.api import routes_health, routes_metrics, routes_model, routes_predict
+
+api_router = APIRouter()
+for _module in (routes_predict, routes_model, routes_health, routes_metrics):
+    api_router.include_router(_module.router)

@@ -1,0 +1,26 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import ReadyRuntimeDep, RuntimeDep
+from service.batching import NotReadyError
+from service.errors import error_docs
+from service.schemas import HealthStatus
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("/live", response_model=HealthStatus, responses=error_docs(503))
+async def live(runtime: RuntimeDep) -> HealthStatus:
+    """200 while the process serves HTTP and the inference worker has not died."""
+    if not runtime.batcher.alive:
+        raise NotReadyError(f"the inference worker stopped: {runtime.batcher.status}")
+    return HealthStatus(status="alive")
+
+
+@router.get("/ready", response_model=HealthStatus, responses=error_docs(503))
+async def ready(_: ReadyRuntimeDep) -> HealthStatus:
+    """200 once the model is loaded and a warm-up inference has run; 503 `not_ready` before."""
+    return HealthStatus(status="ready")

@@ -1,0 +1,216 @@
+"""Micro-batching: merge concurrent requests into one model call on a dedicated worker thread.
+
+The event loop only enqueues and awaits. The worker takes the first waiting image, then keeps
+taking more until the batch holds `max_batch_size` images or `max_batch_delay_s` has passed on
+the monotonic clock since that first image (images already queued at the deadline still join).
+It also closes the batch early when the queue is empty and no request is still being prepared
+(decoded): nobody else is on the way, so waiting out the delay would only add latency.
+A failing batch fails only its own requests; the worker goes on with the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from medcore.imaging import stack_batch
+
+logger = logging.getLogger(__name__)
+
+Predict = Callable[[np.ndarray], np.ndarray]
+BatchObserver = Callable[[int, float], None]
+
+
+class QueueFullError(RuntimeError):
+    """More images are waiting than the queue limit allows; the client should retry later."""
+
+
+class NotReadyError(RuntimeError):
+    """The worker has not finished warm-up, has stopped, or the service is shutting down."""
+
+
+class BatchError(RuntimeError):
+    """The model call for a batch failed or returned the wrong number of outputs."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One image's output row and how it was served."""
+
+    probabilities: np.ndarray
+    batch_size: int
+    queue_wait_s: float
+    inference_s: float
+
+
+@dataclass(frozen=True)
+class _Job:
+    inputs: np.ndarray
+    future: asyncio.Future[BatchResult]
+    loop: asyncio.AbstractEventLoop
+    enqueued_at: float
+
+
+class MicroBatcher:
+    """Owns the request queue and the inference worker thread."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        *,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        queue_limit: int,
+        warm_up: Callable[[], None] | None = None,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or queue_limit < 1 or max_batch_delay_s < 0:
+            raise ValueError(
+                f"need max_batch_size >= 1, queue_limit >= 1, max_batch_delay_s >= 0; got "
+                f"{max_batch_size}, {queue_limit}, {max_batch_delay_s}"
+            )
+        self._predict = predict
+        self._max_batch_size = max_batch_size
+        self._max_delay_s = max_batch_delay_s
+        self._queue_limit = queue_limit
+        self._warm_up = warm_up
+        self._on_batch = on_batch
+        # Unbounded underneath: only the event loop thread enqueues, so checking the depth
+        # before putting is race-free, and the stop sentinel (None) can always be put.
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._preparing = 0  # changed on the event loop thread only; the worker just reads it
+        self._ready = threading.Event()
+        self._closed = False
+        self._failure: str | None = None
+        self._thread = threading.Thread(target=self._run, name="inference-worker", daemon=True)
+
+    @property
+    def depth(self) -> int:
+        """Images waiting for the worker (not counting the batch being run)."""
+        return self._queue.qsize()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._thread.is_alive() and not self._closed
+
+    @property
+    def alive(self) -> bool:
+        """False once the worker has died (warm-up failed, or it was stopped)."""
+        not_started = self._thread.ident is None
+        return self._failure is None and (not_started or self._thread.is_alive())
+
+    @property
+    def status(self) -> str:
+        """A human sentence saying why the batcher is or is not ready."""
+        if self._failure is not None:
+            return self._failure
+        if self._closed:
+            return "shutting down"
+        return "ready" if self.ready else "warming up"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting work, let the worker finish what is queued, and join it."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Wrap a request's decoding and its `submit`, so the worker waits for it rather than closing early."""
+        self._preparing += 1
+        try:
+            yield
+        finally:
+            self._preparing -= 1
+
+    def submit(self, inputs: np.ndarray) -> asyncio.Future[BatchResult]:
+        """Queue one CHW input; the future gets its row of the batch it is served in.
+
+        Call it on the event loop thread: that single caller is what makes the limit check exact.
+        """
+        if not self.ready:
+            raise NotReadyError(f"the model is not ready: {self.status}")
+        if self._queue.qsize() >= self._queue_limit:
+            raise QueueFullError(f"{self._queue_limit} images are already waiting; retry shortly")
+        loop = asyncio.get_running_loop()
+        job = _Job(inputs, loop.create_future(), loop, time.monotonic())
+        self._queue.put(job)
+        return job.future
+
+    def _run(self) -> None:
+        if self._warm_up is not None:
+            try:
+                self._warm_up()
+            except Exception as exc:
+                logger.exception("warm-up failed; the service will not become ready")
+                self._failure = f"warm-up failed: {exc}"
+                return
+        self._ready.set()
+        stopping = False
+        while not stopping:
+            batch, stopping = self._collect()
+            if batch:
+                self._process(batch)
+
+    def _collect(self) -> tuple[list[_Job], bool]:
+        """Block for a first job, then fill the batch until it is full or the deadline passes."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self._max_delay_s
+        while len(batch) < self._max_batch_size:
+            remaining = deadline - time.monotonic()
+            wait = remaining > 0 and (self._preparing > 0 or not self._queue.empty())
+            try:
+                job = self._queue.get(timeout=remaining) if wait else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _process(self, batch: list[_Job]) -> None:
+        started = time.monotonic()
+        try:
+            outputs = self._predict(stack_batch([job.inputs for job in batch]))
+            if len(outputs) != len(batch):
+                raise BatchError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
+        except Exception as exc:
+            logger.exception("a batch of %d images failed", len(batch))
+            error = exc if isinstance(exc, BatchError) else BatchError(f"inference failed: {exc}")
+            for job in batch:
+                _settle(job, error)
+            return
+        inference_s = time.monotonic() - started
+        for job, row in zip(batch, outputs, strict=True):
+            _settle(job, BatchResult(row, len(batch), started - job.enqueued_at, inference_s))
+        if self._on_batch is not None:
+            self._on_batch(len(batch), inference_s)
+
+
+def _settle(job: _Job, outcome: BatchResult | Exception) -> None:
+    """Hand the outcome to the job's event loop; a cancelled request or closed loop is skipped."""
+
+    def deliver() -> None:
+        if job.future.done():
+            return
+        if isinstance(outcome, Exception):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        job.loop.call_soon_threadsafe(deliver)

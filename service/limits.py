@@ -1,0 +1,66 @@
+"""Refuse request bodies over the limit before they are read into memory."""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import error_response
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app's body parsing to stop it reading further."""
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI: 413 `body_too_large` when Content-Length, or the bytes actually streamed, exceed the limit.
+
+    The app still routes the request (so metrics know the route), but its first read of the body
+    fails at once when Content-Length is over the limit, and as soon as the streamed count passes it
+    for chunked or lying clients. Whatever the app answers to that failed read is replaced by the 413.
+    """
+
+    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+        self.app = app
+        self.limit = limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        declared_too_large = declared is not None and declared.isdigit() and int(declared) > self.limit
+        received = 0
+        tripped = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, tripped
+            if declared_too_large:  # refuse before a single byte is read
+                tripped = True
+                raise _BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    tripped = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if tripped:
+                return  # the app's own error for the aborted parse; the 413 goes out instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not tripped:
+                raise
+        if tripped and not started:
+            size = f"{declared} bytes" if declared_too_large else "longer than that"
+            detail = f"the request body limit is {self.limit} bytes and this body is {size}"
+            response = error_response(413, "body_too_large", detail, headers={"Connection": "close"})
+            await response(scope, receive, send)

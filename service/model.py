@@ -1,0 +1,120 @@
+"""Load the ONNX model and its record, choose the onnxruntime provider, run batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
+from medcore.record import ONNX_METADATA_KEY, ModelRecord, RecordError
+from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The model file cannot be served: missing, wrong contract, or the provider is unavailable."""
+
+
+def choose_provider(requested: str, available: Sequence[str]) -> str:
+    """The onnxruntime provider for `requested` ("auto", "cpu" or "cuda") given what is installed."""
+    if requested == "cpu":
+        return CPU
+    if requested == "cuda":
+        if CUDA not in available:
+            raise ModelLoadError(
+                f"provider 'cuda' was requested but onnxruntime offers only {list(available)}; "
+                "install onnxruntime-gpu with a working CUDA, or set SERVE_PROVIDER=cpu or auto"
+            )
+        return CUDA
+    if requested == "auto":
+        return CUDA if CUDA in available else CPU
+    raise ModelLoadError(f"Invalid provider {requested!r}. Only auto, cpu and cuda are supported.")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An onnxruntime session together with the record that says how to feed and read it."""
+
+    session: ort.InferenceSession
+    record: ModelRecord
+    provider: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        pre = self.record.preprocessing
+        return (pre.channels, pre.height, pre.width)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [N, C, H, W] -> probabilities [N, L]."""
+        (probabilities,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        return np.asarray(probabilities)
+
+    def warm_up(self) -> None:
+        """One inference on a zero image, so the first request does not pay for lazy initialisation."""
+        probabilities = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
+        if probabilities.shape != (1, self.record.num_outputs):
+            raise ModelLoadError(
+                f"warm-up output has shape {list(probabilities.shape)}, "
+                f"expected [1, {self.record.num_outputs}] for labels {list(self.record.labels)}"
+            )
+
+
+def load_model(path: Path, *, provider: str = "auto", intra_op_threads: int = 0) -> LoadedModel:
+    """Open `path`, read its record from the ONNX metadata and check the I/O contract against it."""
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist; set SERVE_MODEL_PATH to an exported .onnx file")
+    chosen = choose_provider(provider, ort.get_available_providers())
+    options = ort.SessionOptions()
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    # CPU stays listed behind CUDA for the few operators CUDA lacks; the check below still
+    # refuses a session where CUDA silently failed to initialise.
+    providers = [CUDA, CPU] if chosen == CUDA else [CPU]
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    if session.get_providers()[0] != chosen:
+        # onnxruntime-gpu installed but no usable GPU: onnxruntime fell back to the CPU on its own.
+        if provider != "auto":
+            raise ModelLoadError(f"onnxruntime could not start {chosen}; the session uses {session.get_providers()}")
+        logger.warning("onnxruntime could not start %s; serving on %s", chosen, session.get_providers()[0])
+        chosen = session.get_providers()[0]
+    try:
+        record = ModelRecord.from_json(session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY))
+    except RecordError as exc:
+        raise RecordError(f"{path}: {exc} (metadata key {ONNX_METADATA_KEY!r})") from None
+    _check_contract(session, record)
+    return LoadedModel(session=session, record=record, provider=chosen)
+
+
+def _check_contract(session: ort.InferenceSession, record: ModelRecord) -> None:
+    """Input "input" [N, C, H, W] with a dynamic N, output "probabilities" [N, L], as export promises."""
+    inputs = {node.name: node for node in session.get_inputs()}
+    outputs = {node.name: node for node in session.get_outputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ModelLoadError(
+            f"model must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+            f"has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+        )
+    pre = record.preprocessing
+    _check_shape("input", inputs[INPUT_NAME].shape, [pre.channels, pre.height, pre.width])
+    _check_shape("output", outputs[OUTPUT_NAME].shape, [record.num_outputs])
+    if inputs[INPUT_NAME].type != "tensor(float)":
+        raise ModelLoadError(f"input {INPUT_NAME!r} must be float32, is {inputs[INPUT_NAME].type}")
+
+
+def _check_shape(what: str, shape: Sequence[int | str | None], expected_tail: list[int]) -> None:
+    if len(shape) != len(expected_tail) + 1:
+        raise ModelLoadError(f"{what} has shape {list(shape)}, expected [N, {', '.join(map(str, expected_tail))}]")
+    if isinstance(shape[0], int):
+        raise ModelLoadError(f"{what} batch axis is fixed at {shape[0]}; export it with a dynamic batch axis")
+    for axis, (actual, expected) in enumerate(zip(shape[1:], expected_tail, strict=True), start=1):
+        if isinstance(actual, int) and actual != expected:
+            raise ModelLoadError(f"{what} axis {axis} is {actual}, the model record says {expected}")

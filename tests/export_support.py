@@ -1,0 +1,71 @@
+"""Tiny real checkpoints for the export tests: real torchvision networks, seeded random weights."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from export import ExportReport, export_onnx
+from medcore.record import ModelRecord, Preprocessing, Provenance, Task
+from trainer.checkpoint import Checkpoint, save_checkpoint
+from trainer.models import ModelSpec, build_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+KERMANY = SHARED_DATA / "kermany_chest_xray_subset" / "images"
+COVID = SHARED_DATA / "covid_chestxray_ieee8023_subset" / "images"
+PNEUMONIAMNIST = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_reconstructed_v2_splits.npz"
+# What the trainer writes into provenance.data: the evaluation tool finds the dataset from it.
+TRAINING_DATA = {"kind": "medmnist", "path": str(PNEUMONIAMNIST)}
+
+
+def make_record(
+    *, task: Task = Task.BINARY, labels: tuple[str, ...] = ("pneumonia",), size: int = 28, arch: str = "convnext_atto"
+) -> ModelRecord:
+    return ModelRecord(
+        name="test-pneumonia",
+        version="0.0.1",
+        task=task,
+        labels=labels,
+        thresholds=dict.fromkeys(labels, 0.5),
+        preprocessing=Preprocessing(height=size, width=size, channels=1, mean=(0.5,), std=(0.25,)),
+        provenance=Provenance(architecture=arch, data=TRAINING_DATA),
+    )
+
+
+def make_checkpoint(
+    path: Path,
+    *,
+    arch: str = "convnext_atto",
+    task: Task = Task.BINARY,
+    labels: tuple[str, ...] = ("pneumonia",),
+    size: int = 28,
+    seed: int = 0,
+) -> Checkpoint:
+    """Build a seeded, untrained network and save it as a trainer checkpoint at `path`."""
+    torch.manual_seed(seed)
+    spec = ModelSpec(arch, num_outputs=len(labels), in_channels=1, stem_stride=2)
+    model = build_model(spec)
+    checkpoint = Checkpoint(
+        spec=spec,
+        record=make_record(task=task, labels=labels, size=size, arch=arch),
+        model_state=model.state_dict(),
+        epoch=0,
+        config={"seed": seed},
+    )
+    save_checkpoint(checkpoint, path)
+    return checkpoint
+
+
+@functools.cache
+def shared_export() -> tuple[Checkpoint, ExportReport]:
+    """One binary ConvNeXt checkpoint and its ONNX export, made once per test process (read-only for tests)."""
+    folder = Path(tempfile.mkdtemp(prefix="export-tests-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    checkpoint = make_checkpoint(folder / "model.pt")
+    return checkpoint, export_onnx(folder / "model.pt", folder / "model.onnx")

@@ -1,0 +1,149 @@
+"""Export real (tiny, seeded) torchvision networks and check the files with onnx and onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from export_support import KERMANY, make_checkpoint, shared_export
+
+from export import (
+    DEFAULT_TOLERANCE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportReport,
+    ParityError,
+    export_onnx,
+    read_record,
+)
+from export.head import ProbabilityModel
+from export.parity import default_parity_images, load_inputs
+from export.quantize import DEFAULT_INT8_TOLERANCE, quantize_int8
+from medcore.record import ONNX_METADATA_KEY, Task
+from trainer.checkpoint import Checkpoint, model_from_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def binary() -> tuple[Checkpoint, ExportReport]:
+    return shared_export()
+
+
+def test_file_passes_the_full_checker_and_names_itself(binary: tuple[Checkpoint, ExportReport]) -> None:
+    checkpoint, report = binary
+    onnx.checker.check_model(str(report.output), full_check=True)
+    model = onnx.load(str(report.output))
+    assert report.opset == 18
+    assert any(entry.domain in ("", "ai.onnx") and entry.version == 18 for entry in model.opset_import)
+    assert model.producer_name == "medimaging-platform export"
+    assert model.producer_version
+    for text in (checkpoint.record.name, checkpoint.record.version, "pneumonia"):
+        assert text in model.doc_string
+    assert report.file_size == report.output.stat().st_size
+
+
+def test_record_round_trips_through_the_onnx_metadata(binary: tuple[Checkpoint, ExportReport]) -> None:
+    checkpoint, report = binary
+    assert read_record(report.output) == checkpoint.record
+    props = {prop.key: prop.value for prop in onnx.load(str(report.output)).metadata_props}
+    assert props[ONNX_METADATA_KEY] == checkpoint.record.to_json()
+
+
+def test_graph_follows_the_contract(binary: tuple[Checkpoint, ExportReport]) -> None:
+    _, report = binary
+    session = ort.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
+    [graph_input], [graph_output] = session.get_inputs(), session.get_outputs()
+    assert (graph_input.name, graph_input.type) == (INPUT_NAME, "tensor(float)")
+    assert graph_input.shape == ["batch", 1, 28, 28]
+    assert (graph_output.name, graph_output.type) == (OUTPUT_NAME, "tensor(float)")
+    assert graph_output.shape == ["batch", 1]
+
+
+def test_dynamic_batch_runs_one_and_five_real_images(binary: tuple[Checkpoint, ExportReport]) -> None:
+    checkpoint, report = binary
+    paths = sorted(KERMANY.glob("*.jpeg"))[:5]
+    batch = load_inputs(paths, checkpoint.record.preprocessing)
+    session = ort.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
+    five = session.run(None, {INPUT_NAME: batch})[0]
+    one = session.run(None, {INPUT_NAME: batch[:1]})[0]
+    assert five.shape == (5, 1) and one.shape == (1, 1)
+    assert five.dtype == np.float32 and np.all((five >= 0) & (five <= 1))
+    np.testing.assert_allclose(one[0], five[0], atol=1e-6)
+    torch_model = ProbabilityModel(model_from_checkpoint(checkpoint), checkpoint.record.task)
+    with torch.inference_mode():
+        expected = torch_model(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(five, expected, rtol=0, atol=DEFAULT_TOLERANCE)
+    assert np.ptp(five) > 1e-3, "the seeded network should not be constant on real images"
+
+
+def test_parity_on_default_real_images_is_within_tolerance(binary: tuple[Checkpoint, ExportReport]) -> None:
+    _, report = binary
+    parity = report.parity
+    assert parity.tolerance == DEFAULT_TOLERANCE == 1e-4
+    assert parity.images == tuple(path.name for path in default_parity_images())
+    assert len(parity.images) == 6
+    assert parity.batch_sizes == (1, 6)
+    assert 0 <= parity.max_abs_diff <= parity.tolerance
+
+
+def test_multiclass_gets_softmax_and_name_version_overrides(tmp_path: Path) -> None:
+    labels = ("normal", "bacterial", "viral")
+    checkpoint = make_checkpoint(tmp_path / "model.pt", task=Task.MULTICLASS, labels=labels, seed=1)
+    report = export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx", name="pneumonia-3class", version="2.0")
+    record = read_record(report.output)
+    assert (record.name, record.version) == ("pneumonia-3class", "2.0")
+    assert record.model_copy(update={"name": "test-pneumonia", "version": "0.0.1"}) == checkpoint.record
+    batch = load_inputs(default_parity_images(), record.preprocessing)
+    session = ort.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {INPUT_NAME: batch})[0]
+    assert probabilities.shape == (6, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert report.parity.max_abs_diff <= DEFAULT_TOLERANCE
+
+
+def test_resnet50_exports(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path / "resnet.pt", arch="resnet50", size=32)
+    report = export_onnx(tmp_path / "resnet.pt", tmp_path / "resnet.onnx")
+    assert read_record(report.output) == checkpoint.record
+    assert report.parity.max_abs_diff <= DEFAULT_TOLERANCE
+    session = ort.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 1, 32, 32]
+
+
+@pytest.mark.filterwarnings("ignore:.*legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+def test_legacy_exporter_writes_opset_17(tmp_path: Path) -> None:
+    make_checkpoint(tmp_path / "model.pt")
+    report = export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx", opset=17, exporter="legacy")
+    model = onnx.load(str(report.output))
+    assert [entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")] == [17]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert report.parity.max_abs_diff <= DEFAULT_TOLERANCE
+
+
+def test_int8_copy_keeps_the_contract_and_stays_close_to_fp32(binary: tuple[Checkpoint, ExportReport]) -> None:
+    checkpoint, report = binary
+    int8 = quantize_int8(report.output)
+    assert int8.output == report.output.with_name("model.int8.onnx")
+    onnx.checker.check_model(str(int8.output), full_check=True)
+    assert read_record(int8.output) == checkpoint.record
+    assert int8.file_size < 0.5 * report.file_size
+    assert int8.parity.tolerance == DEFAULT_INT8_TOLERANCE == 0.05
+    assert 0 < int8.parity.max_abs_diff <= DEFAULT_INT8_TOLERANCE
+    assert 0.0 <= int8.decision_agreement <= 1.0
+    session = ort.InferenceSession(str(int8.output), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 1, 28, 28]
+    assert session.get_outputs()[0].name == OUTPUT_NAME
+
+
+def test_int8_beyond_tolerance_writes_nothing(binary: tuple[Checkpoint, ExportReport], tmp_path: Path) -> None:
+    _, report = binary
+    out = tmp_path / "strict.int8.onnx"
+    with pytest.raises(ParityError, match="fp32 ONNX probabilities differ"):
+        quantize_int8(report.output, out, tolerance=0.0)
+    assert list(tmp_path.iterdir()) == []
