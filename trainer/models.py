@@ -99,7 +99,8 @@ def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
     skipped = []
     for name, tensor in target.items():
         value = source.get(name)
-        if value is not None and value.ndim == 4 and value.shape[1] != tensor.shape[1] and value.shape[0] == tensor.shape[0]:
+        other_channels = value is not None and value.ndim == 4 and value.shape[1] != tensor.shape[1]
+        if other_channels and value.shape[0] == tensor.shape[0]:
             value = value.mean(dim=1, keepdim=True).repeat(1, tensor.shape[1], 1, 1)
         if value is None or value.shape != tensor.shape:
             skipped.append(name)

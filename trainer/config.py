@@ -1,0 +1,273 @@
+"""The training configuration: typed sections, read from YAML/JSON, overridden by flags, validated.
+
+Precedence: dataclass defaults < config file < command-line flags. The resolved config is saved
+beside the outputs (`config.yaml`) and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from medcore.record import Interpolation
+from trainer.models import ARCHITECTURES
+from trainer.thresholds import THRESHOLD_POLICIES
+
+DATA_KINDS = ("medmnist", "kermany")
+CROPS = ("center_square", "none")
+INTERPOLATIONS = tuple(i.value for i in Interpolation)
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+T = TypeVar("T")
+
+
+def _choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"Invalid {name} {value!r}. Only {', '.join(map(str, allowed))} are supported.")
+
+
+def _within(name: str, value: float | None, low: float, high: float, *, open_low: bool = False) -> None:
+    if value is None:
+        return
+    below = value <= low if open_low else value < low
+    if below or value > high:
+        bracket = "(" if open_low else "["
+        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value}")
+
+
+@dataclass
+class DataConfig:
+    """Where the images and labels come from."""
+
+    kind: str = "medmnist"
+    path: str = ""
+    labels: tuple[str, ...] | None = None  # label names for sources that do not carry them (MedMNIST)
+    limit: int | None = None  # at most this many samples per split, for quick runs
+    num_workers: int = 0
+    pin_memory: bool = True  # only used on CUDA
+
+    def __post_init__(self) -> None:
+        _choice("data kind", self.kind, DATA_KINDS)
+        _within("data.limit", self.limit, 1, float("inf"))
+        _within("data.num_workers", self.num_workers, 0, 256)
+
+
+@dataclass
+class PreprocessingConfig:
+    """Overrides for the recipe stored in the model record; unset values are resolved from the data."""
+
+    height: int | None = None
+    width: int | None = None
+    channels: int | None = None
+    crop: str = "center_square"
+    interpolation: str = "bicubic"
+    mean: tuple[float, ...] | None = None  # None: computed on the training split
+    std: tuple[float, ...] | None = None
+    stats_samples: int = 5000  # training images used to compute mean/std
+
+    def __post_init__(self) -> None:
+        _within("preprocessing.height", self.height, 1, 4096)
+        _within("preprocessing.width", self.width, 1, 4096)
+        if self.channels is not None:
+            _choice("preprocessing.channels", self.channels, (1, 3))
+        _choice("preprocessing.crop", self.crop, CROPS)
+        _choice("preprocessing.interpolation", self.interpolation, INTERPOLATIONS)
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("preprocessing.mean and preprocessing.std must be given together")
+        _within("preprocessing.stats_samples", self.stats_samples, 1, float("inf"))
+
+
+@dataclass
+class AugmentConfig:
+    """Training-only augmentation, applied to the resized 8-bit image (see trainer.data.presets)."""
+
+    hflip: float = 0.5  # probability
+    rotation: float = 10.0  # degrees, uniform in [-rotation, rotation]
+    crop_scale: float = 0.9  # random resized crop keeps [crop_scale, 1] of the area; 1 disables it
+    crop_ratio: float = 0.9  # aspect ratio range [crop_ratio, 1 / crop_ratio]
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        _within("augment.hflip", self.hflip, 0.0, 1.0)
+        _within("augment.rotation", self.rotation, 0.0, 180.0)
+        _within("augment.crop_scale", self.crop_scale, 0.0, 1.0, open_low=True)
+        _within("augment.crop_ratio", self.crop_ratio, 0.0, 1.0, open_low=True)
+        _within("augment.brightness", self.brightness, 0.0, 1.0)
+        _within("augment.contrast", self.contrast, 0.0, 1.0)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "convnext_atto"
+    stem_stride: int = 4
+    drop_path: float = 0.1
+    weights: str | None = None  # a local state dict to start from (never downloaded)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"Invalid architecture {self.arch!r}. Only {', '.join(ARCHITECTURES)} are supported.")
+        _choice("model.stem_stride", self.stem_stride, (1, 2, 4))
+        _within("model.drop_path", self.drop_path, 0.0, 0.99)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a linear warmup then a cosine decay, stepped every iteration."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-6
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables it
+    clip_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        _within("optim.lr", self.lr, 0.0, 10.0, open_low=True)
+        _within("optim.weight_decay", self.weight_decay, 0.0, 10.0)
+        _within("optim.warmup_epochs", self.warmup_epochs, 0.0, 1e6)
+        _within("optim.min_lr", self.min_lr, 0.0, self.lr)
+        _within("optim.label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _within("optim.ema_decay", self.ema_decay, 0.0, 0.99999)
+        _within("optim.clip_grad_norm", self.clip_grad_norm, 0.0, float("inf"), open_low=True)
+
+
+@dataclass
+class ThresholdConfig:
+    """How the decision threshold is chosen on the validation split."""
+
+    policy: str = "youden"
+    value: float = 0.5  # used by the "fixed" policy
+
+    def __post_init__(self) -> None:
+        _choice("threshold policy", self.policy, THRESHOLD_POLICIES)
+        _within("threshold.value", self.value, 0.0, 1.0)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs."""
+
+    name: str | None = None  # model name in the record; default "<data kind>-<arch>"
+    version: str = "1"
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    epochs: int = 10
+    batch_size: int = 64
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler)
+    seed: int = 0
+    output_dir: str = "runs/default"
+    resume: str | None = None  # a checkpoint path, or "last" for output_dir/last.pt
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _within("epochs", self.epochs, 1, float("inf"))
+        _within("batch_size", self.batch_size, 1, float("inf"))
+        if not _DEVICE_PATTERN.match(self.device):
+            raise ValueError(f"Invalid device {self.device!r}. Only auto, cpu, cuda, cuda:<index> are supported.")
+        if not self.output_dir:
+            raise ValueError("output_dir must not be empty")
+
+    @property
+    def model_name(self) -> str:
+        return self.name or f"{self.data.kind}-{self.model.arch}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML types only (tuples become lists), safe for `torch.load(weights_only=True)`."""
+        result: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return result
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (YAML is a superset of JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of `data` with dotted keys (`optim.lr`) set to the given values."""
+    result = json.loads(json.dumps(dict(data)))
+    for dotted, value in overrides.items():
+        node = result
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"config key {part!r} is a value, not a section, so {dotted!r} cannot be set")
+            node = child
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return result
+
+
+def build_config(data: Mapping[str, Any]) -> TrainConfig:
+    """Check keys and types against the dataclasses, then construct (which validates values)."""
+    return _from_dict(TrainConfig, data, "")
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the file at `path` (if any), then `overrides` (dotted keys)."""
+    data = load_config_file(path) if path is not None else {}
+    return build_config(apply_overrides(data, overrides or {}))
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _from_dict(cls: type[T], data: Any, prefix: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config section {prefix.rstrip('.') or '(top level)'!r} must be a mapping, got {data!r}")
+    assert is_dataclass(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"Unknown config key {prefix + unknown[0]!r}. Allowed keys: {', '.join(names)}.")
+    hints = typing.get_type_hints(cls)
+    values = {name: _coerce(hints[name], data[name], prefix + name) for name in names if name in data}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if is_dataclass(hint):
+        return _from_dict(hint, value, key + ".")  # type: ignore[arg-type]
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if origin is tuple:
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(_coerce(args[0], item, key) for item in items)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    name = getattr(hint, "__name__", str(hint))
+    raise ValueError(f"config key {key!r} must be of type {name}, got {value!r}")

@@ -1,0 +1,101 @@
+"""One training epoch and one evaluation pass; nothing else."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from trainer.runtime import Precision
+
+Batches = DataLoader[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    images: int
+    seconds: float
+    lr: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Probabilities and labels ([N, L], labels may hold NaN) and the mean loss of one pass."""
+
+    prob: np.ndarray
+    labels: np.ndarray
+    loss: float
+
+
+def _to_device(images: torch.Tensor, precision: Precision) -> torch.Tensor:
+    memory_format = torch.channels_last if precision.channels_last else torch.contiguous_format
+    return images.to(precision.device, non_blocking=True, memory_format=memory_format)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: Batches,
+    precision: Precision,
+    *,
+    ema: AveragedModel | None = None,
+    clip_grad_norm: float | None = None,
+    description: str = "train",
+    progress: bool = True,
+) -> EpochStats:
+    model.train()
+    start, total_loss, seen = time.perf_counter(), 0.0, 0
+    bar = tqdm(loader, desc=description, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
+    for images, targets in bar:
+        images, targets = _to_device(images, precision), targets.to(precision.device, non_blocking=True)
+        with precision.autocast():
+            loss = criterion(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.item() * len(images)
+        seen += len(images)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+    return EpochStats(total_loss / max(1, seen), seen, time.perf_counter() - start, float(scheduler.get_last_lr()[0]))
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, criterion: nn.Module, loader: Batches, precision: Precision, *, progress: bool = True
+) -> Predictions:
+    """Sigmoid probabilities for every sample of `loader`, in order, and the mean loss."""
+    model.eval()
+    probs, labels, total_loss = [], [], 0.0
+    bar = tqdm(loader, desc="eval", file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
+    for images, targets in bar:
+        images, targets = _to_device(images, precision), targets.to(precision.device, non_blocking=True)
+        with precision.autocast():
+            logits = model(images)
+        total_loss += criterion(logits, targets).item() * len(images)
+        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        labels.append(targets.cpu().numpy())
+    count = sum(len(p) for p in probs)
+    return Predictions(np.concatenate(probs), np.concatenate(labels), total_loss / max(1, count))

@@ -1,0 +1,179 @@
+"""The live objects of one training run, and their round trip through a checkpoint (exact resume)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, RandomSampler
+
+from medcore.record import ModelRecord, Preprocessing
+from trainer.checkpoint import Checkpoint
+from trainer.config import TrainConfig
+from trainer.data import LabeledData, ManifestDataset
+from trainer.data.presets import ClassificationPresetTrain
+from trainer.engine import Batches
+from trainer.loss import MaskedWeightedBCE, balance_weights
+from trainer.models import ModelSpec, build_model, load_local_weights
+from trainer.optim import build_optimizer, build_scheduler
+from trainer.provenance import build_record, git_commit
+from trainer.runtime import Precision, capture_rng_state, resolve_device, resolve_precision, restore_rng_state
+
+logger = logging.getLogger("trainer")
+
+
+@dataclass
+class Run:
+    """The live objects of one run and the progress a checkpoint must carry."""
+
+    config: TrainConfig
+    data: LabeledData
+    recipe: Preprocessing
+    spec: ModelSpec
+    precision: Precision
+    model: nn.Module
+    ema: AveragedModel | None
+    criterion: nn.Module
+    eval_criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_loader: Batches
+    val_loader: Batches
+    sampler_generator: torch.Generator
+    code_commit: str | None
+    start_epoch: int = 0
+    best_score: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the EMA copy when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, resume: Checkpoint | None) -> Run:
+    """Model, EMA, loss, loaders, optimiser and schedule for `config`; continued from `resume` if given."""
+    spec = ModelSpec(
+        arch=config.model.arch,
+        num_outputs=len(data.label_names),
+        in_channels=recipe.channels,
+        stem_stride=config.model.stem_stride,
+        drop_path=config.model.drop_path,
+    )
+    if resume is not None and resume.spec != spec:
+        raise ValueError(f"checkpoint was trained as {resume.spec}; the config asks for {spec}")
+    precision = resolve_precision(resolve_device(config.device), config.amp)
+    model = build_model(spec)
+    if config.model.weights and resume is None:
+        skipped = load_local_weights(model, config.model.weights)
+        logger.info("loaded %s (%d tensors kept at random init)", config.model.weights, len(skipped))
+    model = precision.place(model)
+    ema = None
+    if config.optim.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
+    w_pos, w_neg = balance_weights(data.split("train").labels)
+    criterion = MaskedWeightedBCE(w_pos, w_neg, config.optim.label_smoothing).to(precision.device)
+    generator = torch.Generator()
+    train_set = ManifestDataset(data.split("train"), recipe, ClassificationPresetTrain(recipe, config.augment))
+    train_loader = make_loader(train_set, config, precision, RandomSampler(train_set, generator=generator))
+    optimizer = build_optimizer(model, config.optim)
+    run = Run(
+        config=config,
+        data=data,
+        recipe=recipe,
+        spec=spec,
+        precision=precision,
+        model=model,
+        ema=ema,
+        criterion=criterion,
+        eval_criterion=MaskedWeightedBCE(w_pos, w_neg).to(precision.device),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config.optim, len(train_loader), config.epochs),
+        scaler=precision.grad_scaler(),
+        train_loader=train_loader,
+        val_loader=make_loader(ManifestDataset(data.split("val"), recipe), config, precision),
+        sampler_generator=generator,
+        code_commit=git_commit(),
+    )
+    if resume is not None:
+        restore(run, resume)
+    return run
+
+
+def make_loader(
+    dataset: ManifestDataset, config: TrainConfig, precision: Precision, sampler: RandomSampler | None = None
+) -> Batches:
+    workers = config.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=config.data.pin_memory and precision.device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+
+
+def _record(run: Run, threshold: float, metrics: dict[str, Any]) -> ModelRecord:
+    return build_record(
+        config=run.config,
+        spec=run.spec,
+        task=run.data.task,
+        labels=run.data.label_names,
+        recipe=run.recipe,
+        thresholds={run.data.label_names[0]: threshold},
+        data_description=run.data.description,
+        metrics=metrics,
+        code_commit=run.code_commit,
+    )
+
+
+def to_checkpoint(run: Run, epoch: int, threshold: float, metrics: dict[str, Any]) -> Checkpoint:
+    """model_state holds the evaluated weights (EMA when enabled); the online weights go in training_state."""
+    training_state = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "raw_model_state": run.model.state_dict() if run.ema is not None else None,
+        "rng": capture_rng_state(),
+        "best_score": run.best_score,
+        "best_epoch": run.best_epoch,
+        "history": list(run.history),
+    }
+    return Checkpoint(
+        spec=run.spec,
+        record=_record(run, threshold, metrics),
+        model_state=run.eval_model.state_dict(),
+        epoch=epoch,
+        config=run.config.to_dict(),
+        training_state=training_state,
+    )
+
+
+def restore(run: Run, checkpoint: Checkpoint) -> None:
+    """Put `run` back exactly where `to_checkpoint` left it: weights, optimiser, schedule, RNG, history."""
+    state = checkpoint.training_state
+    run.model.load_state_dict(state["raw_model_state"] or checkpoint.model_state)
+    if run.ema is not None:
+        if state["ema"] is None:
+            raise ValueError("the checkpoint was trained without EMA; resume with optim.ema_decay=0")
+        run.ema.load_state_dict(state["ema"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"])
+    run.best_score, run.best_epoch = state["best_score"], state["best_epoch"]
+    run.history = list(state["history"])
+    run.start_epoch = checkpoint.epoch + 1

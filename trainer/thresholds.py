@@ -1,0 +1,46 @@
+"""Choose a decision threshold on validation predictions. numpy only (no torch), so export can use it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+THRESHOLD_POLICIES = ("youden", "f1", "fixed")
+
+
+def choose_threshold(y_true: np.ndarray, prob: np.ndarray, policy: str = "youden", value: float = 0.5) -> float:
+    """The threshold t (positive iff prob >= t) that maximises the policy's criterion.
+
+    "youden": sensitivity + specificity - 1; "f1": F1 of the positive class; "fixed": `value`.
+    The result lies halfway between the chosen cut-off score and the next lower score, so it
+    classifies the given data exactly as the cut-off does while leaving a margin either side.
+    Labels that are NaN are ignored; with only one class present, `value` is returned.
+    """
+    if policy not in THRESHOLD_POLICIES:
+        raise ValueError(f"Invalid threshold policy {policy!r}. Only {', '.join(THRESHOLD_POLICIES)} are supported.")
+    y, p = drop_unknown(y_true, prob)
+    positives = float(y.sum())
+    negatives = float(len(y) - positives)
+    if policy == "fixed" or positives == 0 or negatives == 0:
+        return float(value)
+    order = np.argsort(-p, kind="stable")
+    scores, labels = p[order], y[order]
+    # Last index of each run of equal scores: cutting there puts the whole run on the positive side.
+    ends = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tp = np.cumsum(labels)[ends]
+    fp = np.cumsum(1.0 - labels)[ends]
+    youden = tp / positives - fp / negatives
+    criterion = youden if policy == "youden" else 2.0 * tp / (tp + fp + positives)
+    best = int(np.argmax(criterion))
+    upper = float(scores[ends[best]])
+    lower = float(scores[ends[best + 1]]) if best + 1 < len(ends) else 0.0
+    return float(np.clip((upper + lower) / 2.0, 0.0, 1.0))
+
+
+def drop_unknown(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten both to float64 and drop the pairs whose label is NaN (unknown)."""
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y_true has {y.size} values, prob has {p.size}")
+    known = ~np.isnan(y)
+    return y[known], p[known]

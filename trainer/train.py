@@ -1,0 +1,166 @@
+"""Orchestrate one training run: epochs with validation, best and last checkpoints, the final report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from trainer.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from trainer.config import TrainConfig, save_config
+from trainer.data import ManifestDataset, load_data
+from trainer.engine import EpochStats, evaluate, train_one_epoch
+from trainer.metrics import binary_metrics
+from trainer.recipe import resolve_recipe
+from trainer.report import write_report
+from trainer.run import Run, build_run, make_loader, to_checkpoint
+from trainer.runtime import seed_everything
+from trainer.thresholds import choose_threshold
+
+logger = logging.getLogger("trainer")
+
+BEST, LAST = "best.pt", "last.pt"
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train, keep the best checkpoint by validation AUROC, evaluate it on the test split.
+
+    Writes config.yaml, best.pt, last.pt, metrics.json, roc.png and confusion_matrix.png to
+    `config.output_dir` and returns the metrics.
+    """
+    start = time.perf_counter()
+    output_dir = Path(config.output_dir)
+    resume = _resume_checkpoint(config, output_dir)
+    seed_everything(config.seed)
+    data = load_data(config.data)
+    recipe = resume.record.preprocessing if resume else resolve_recipe(config.preprocessing, data)
+    run = build_run(config, data, recipe, resume)
+    save_config(config, output_dir / "config.yaml")
+    _log_start(run)
+    for epoch in range(run.start_epoch, config.epochs):
+        _run_epoch(run, epoch)
+    return _finish(run, time.perf_counter() - start)
+
+
+def _resume_checkpoint(config: TrainConfig, output_dir: Path) -> Checkpoint | None:
+    if config.resume is None:
+        if (output_dir / LAST).exists():
+            raise FileExistsError(
+                f"{output_dir / LAST} exists: pass --resume to continue that run, or choose another --output-dir"
+            )
+        return None
+    path = output_dir / LAST if config.resume == "last" else Path(config.resume)
+    checkpoint = load_checkpoint(path)
+    logger.info("resuming from %s (finished epoch %d of %d)", path, checkpoint.epoch + 1, config.epochs)
+    return checkpoint
+
+
+def _run_epoch(run: Run, epoch: int) -> None:
+    config = run.config
+    # The shuffle order depends on (seed, epoch) only, so a resumed run sees the same order.
+    run.sampler_generator.manual_seed(config.seed * 100_003 + epoch)
+    stats = train_one_epoch(
+        run.model,
+        run.criterion,
+        run.optimizer,
+        run.scheduler,
+        run.scaler,
+        run.train_loader,
+        run.precision,
+        ema=run.ema,
+        clip_grad_norm=config.optim.clip_grad_norm,
+        description=f"epoch {epoch + 1}/{config.epochs}",
+        progress=config.progress,
+    )
+    val = evaluate(run.eval_model, run.eval_criterion, run.val_loader, run.precision, progress=config.progress)
+    threshold = choose_threshold(val.labels[:, 0], val.prob[:, 0], config.threshold.policy, config.threshold.value)
+    val_metrics = binary_metrics(val.labels[:, 0], val.prob[:, 0], threshold)
+    score = val_metrics["auroc"]
+    improved = run.best_epoch is None or (score is not None and (run.best_score is None or score > run.best_score))
+    if improved:
+        run.best_score, run.best_epoch = score, epoch
+    run.history.append(_history_row(epoch, stats, val.loss, val_metrics))
+    _log_epoch(run, epoch, stats, val.loss, val_metrics, improved)
+    checkpoint = to_checkpoint(run, epoch, threshold, {"epoch": epoch, "val": val_metrics})
+    if improved:
+        save_checkpoint(checkpoint, run.output_dir / BEST)
+    save_checkpoint(checkpoint, run.output_dir / LAST)
+
+
+def _history_row(epoch: int, stats: EpochStats, val_loss: float, val: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "train_loss": stats.loss,
+        "val_loss": val_loss,
+        "val_auroc": val["auroc"],
+        "val_accuracy": val["accuracy"],
+        "threshold": val["threshold"],
+        "lr": stats.lr,
+        "images_per_second": stats.images_per_second,
+        "seconds": stats.seconds,
+    }
+
+
+def _finish(run: Run, seconds: float) -> dict[str, Any]:
+    """Evaluate the best checkpoint on val and test, write the report, store the metrics in best.pt."""
+    best_path = run.output_dir / BEST
+    best = load_checkpoint(best_path)
+    model = run.precision.place(model_from_checkpoint(best))
+    label = best.record.labels[0]
+    threshold = best.record.thresholds[label]
+    test_loader = make_loader(ManifestDataset(run.data.split("test"), run.recipe), run.config, run.precision)
+    predictions = {}
+    for name, loader in (("val", run.val_loader), ("test", test_loader)):
+        result = evaluate(model, run.eval_criterion, loader, run.precision, progress=run.config.progress)
+        predictions[name] = (result.labels, result.prob)
+    extra = {
+        "task": run.data.task.value,
+        "threshold_policy": run.config.threshold.policy,
+        "best_epoch": best.epoch,
+        "epochs": run.config.epochs,
+        "wall_seconds": round(seconds, 1),
+        "device": run.precision.describe(),
+        "history": run.history,
+    }
+    metrics = write_report(run.output_dir, predictions, label, threshold, extra)
+    final = {"epoch": best.epoch, "val": metrics["val"], "test": metrics["test"]}
+    provenance = best.record.provenance.model_copy(update={"metrics": final})
+    save_checkpoint(replace(best, record=best.record.model_copy(update={"provenance": provenance})), best_path)
+    logger.info(
+        "test  auroc %.4f  accuracy %.4f  sensitivity %.4f  specificity %.4f  (threshold %.3f, best epoch %d)",
+        metrics["test"]["auroc"] or float("nan"),
+        metrics["test"]["accuracy"],
+        metrics["test"]["sensitivity"] or float("nan"),
+        metrics["test"]["specificity"] or float("nan"),
+        threshold,
+        best.epoch + 1,
+    )
+    return metrics
+
+
+def _log_start(run: Run) -> None:
+    splits = run.data.description["splits"]
+    counts = ", ".join(f"{name} {s['n']} ({s['positives'][0]} positive)" for name, s in splits.items())
+    parameters = sum(p.numel() for p in run.model.parameters())
+    logger.info("data: %s %s", run.data.description["kind"], counts)
+    logger.info("recipe: %s", run.recipe.model_dump_json())
+    logger.info("model: %s, %.2fM parameters, on %s", run.spec, parameters / 1e6, run.precision.describe())
+
+
+def _log_epoch(run: Run, epoch: int, stats: EpochStats, val_loss: float, val: dict[str, Any], improved: bool) -> None:
+    auroc = val["auroc"] if val["auroc"] is not None else float("nan")
+    logger.info(
+        "epoch %d/%d  loss %.4f  val_loss %.4f  val_auroc %.4f  val_acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
+        epoch + 1,
+        run.config.epochs,
+        stats.loss,
+        val_loss,
+        auroc,
+        val["accuracy"] or 0.0,
+        stats.lr,
+        stats.images_per_second,
+        stats.seconds,
+        "  *best" if improved else "",
+    )
