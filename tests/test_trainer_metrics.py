@@ -66,7 +66,7 @@ def test_f1_and_fixed_policies() -> None:
     assert choose_threshold(Y, P, "f1") == pytest.approx(0.25)
     assert choose_threshold(Y, P, "fixed", value=0.3) == 0.3
     assert choose_threshold(np.ones(4), np.linspace(0, 1, 4), "youden") == 0.5  # one class: the fixed value
-    with pytest.raises(ValueError, match=r"Invalid threshold policy 'accuracy'\. Only youden, f1, fixed"):
+    with pytest.raises(ValueError, match=r"Invalid threshold policy 'accuracy'\. Only youden, balanced, f1, fixed"):
         choose_threshold(Y, P, "accuracy")
 
 
@@ -108,3 +108,14 @@ def test_warmup_then_cosine_schedule() -> None:
     assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
     assert lrs[-1] == pytest.approx(1e-5)
     assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))
+
+
+def test_balanced_policy_equalises_sensitivity_and_specificity() -> None:
+    # |sens - spec| at each cut-off: >=0.9: 2/3, >=0.8: 1/3, >=0.6: 1/6, >=0.4: 1/2, >=0.1: 1. Best 0.6; next 0.4.
+    assert choose_threshold(Y, P, "balanced") == pytest.approx(0.5)
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 400).astype(np.float64)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.2, 400), 0, 1)
+    m = binary_metrics(y, p, choose_threshold(y, p, "balanced"))
+    gaps = [abs(binary_metrics(y, p, c)["sensitivity"] - binary_metrics(y, p, c)["specificity"]) for c in np.unique(p)]
+    assert abs(m["sensitivity"] - m["specificity"]) == pytest.approx(min(gaps))

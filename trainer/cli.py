@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="DataLoader worker processes")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:<index>")
     train.add_argument("--seed", type=int)
-    train.add_argument("--threshold-policy", help="youden, f1 or fixed")
+    train.add_argument("--threshold-policy", help="youden, balanced, f1 or fixed")
     train.add_argument(
         "--resume", nargs="?", const="last", metavar="CHECKPOINT", help="continue a run (default: OUTPUT_DIR/last.pt)"
     )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-THRESHOLD_POLICIES = ("youden", "f1", "fixed")
+THRESHOLD_POLICIES = ("youden", "balanced", "f1", "fixed")
 
 
 def choose_threshold(y_true: np.ndarray, prob: np.ndarray, policy: str = "youden", value: float = 0.5) -> float:
     """The threshold t (positive iff prob >= t) that maximises the policy's criterion.
 
-    "youden": sensitivity + specificity - 1; "f1": F1 of the positive class; "fixed": `value`.
+    "youden": sensitivity + specificity - 1; "balanced": sensitivity closest to specificity (the
+    equal-error point; steadier than Youden's J when validation scores separate almost perfectly);
+    "f1": F1 of the positive class; "fixed": `value`.
     The result lies halfway between the chosen cut-off score and the next lower score, so it
     classifies the given data exactly as the cut-off does while leaving a margin either side.
     Labels that are NaN are ignored; with only one class present, `value` is returned.
@@ -29,7 +31,12 @@ def choose_threshold(y_true: np.ndarray, prob: np.ndarray, policy: str = "youden
     tp = np.cumsum(labels)[ends]
     fp = np.cumsum(1.0 - labels)[ends]
     youden = tp / positives - fp / negatives
-    criterion = youden if policy == "youden" else 2.0 * tp / (tp + fp + positives)
+    criteria = {
+        "youden": youden,
+        "balanced": -np.abs(tp / positives - (1.0 - fp / negatives)),
+        "f1": 2.0 * tp / (tp + fp + positives),
+    }
+    criterion = criteria[policy]
     best = int(np.argmax(criterion))
     upper = float(scores[ends[best]])
     lower = float(scores[ends[best + 1]]) if best + 1 < len(ends) else 0.0
