@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medcore.atomic import atomic_write
 from medcore.record import ModelRecord
 from trainer.models import ModelSpec, build_model
 
@@ -40,25 +39,10 @@ class Checkpoint:
         }
 
 
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
     """Write `checkpoint` so that a crash leaves either the old file or the new one, never half of one."""
     payload = checkpoint.to_payload()
-    atomic_write_bytes(Path(path), lambda handle: torch.save(payload, handle))
+    atomic_write(Path(path), lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
