@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from medcore.imaging import decode_image  # noqa: E402
 from medcore.imaging.preprocess import normalize, resize_image  # noqa: E402
 from medcore.record import Preprocessing  # noqa: E402
-from trainer.data.cache import CachedSplit, load_cache  # noqa: E402
+from trainer.data.cache import load_cache  # noqa: E402
 from trainer.data.dataset import ManifestDataset  # noqa: E402
 from trainer.data.manifest import LabeledSplit  # noqa: E402
 
@@ -52,18 +52,6 @@ class FullDecode(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         image = decode_image(self.split.paths[index].read_bytes(), mode="L")
         pixels = normalize(np.asarray(resize_image(image, self.recipe)), self.recipe)
         return torch.from_numpy(pixels), torch.from_numpy(self.split.labels[index])
-
-
-class FromCache(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    def __init__(self, cached: CachedSplit, recipe: Preprocessing) -> None:
-        self.cached, self.recipe = cached, recipe
-
-    def __len__(self) -> int:
-        return len(self.cached)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = normalize(self.cached.pixels(index), self.recipe)
-        return torch.from_numpy(pixels), torch.from_numpy(self.cached.split.labels[index])
 
 
 def rate(dataset: Dataset[tuple[torch.Tensor, torch.Tensor]], workers: int, epochs: int) -> float:
@@ -117,7 +105,8 @@ def main() -> None:
         build = time.perf_counter() - start
         size_mb = cached.path.stat().st_size / 1e6
         for workers in (0, 2):
-            rows.append(("uint8 cache (memmap)", workers, rate(FromCache(cached, recipe), workers, args.epochs)))
+            dataset = ManifestDataset(split, recipe, cache=cached)  # what training uses with data.cache
+            rows.append(("uint8 cache (memmap)", workers, rate(dataset, workers, args.epochs)))
     print(f"cache build (once, {os.cpu_count()} threads): {build:.1f} s = {len(files) / build:.0f} images/s, "
           f"{size_mb:.1f} MB on disk")
     print(f"\n{'source':36} {'workers':>7} {'samples/s':>10}")

@@ -11,9 +11,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 RECORD_SCHEMA_VERSION = 1
+MAX_CHANNELS = 16
 ONNX_METADATA_KEY = "medimaging.model_record"
 # The ONNX contract between export and every consumer: input [batch, C, H, W] float32,
 # output [batch, L] probabilities with the task's activation applied in-graph.
@@ -52,11 +61,15 @@ class Preprocessing(_Strict):
     Order: convert to `channels` (grayscale uses ITU-R 601 luma; 16-bit images are
     min-max scaled to 8 bits), centre square crop (if `crop == "center_square"`),
     resize to `height` x `width`, scale to [0, 1], then `(x - mean) / std` per channel.
+    Without `channel_names`, 1 is grayscale and 3 is RGB. With them (microscopy), the input
+    stacks that many grayscale channels, one file each in this order, or one multi-page TIFF;
+    any count other than 1 or 3 is always stacked.
     """
 
     height: int = Field(gt=0, le=4096)
     width: int = Field(gt=0, le=4096)
-    channels: Literal[1, 3]
+    channels: int = Field(ge=1, le=MAX_CHANNELS)
+    channel_names: tuple[str, ...] | None = None
     crop: Literal["center_square", "none"] = "center_square"
     # Bilinear matched MedMNIST's own 28x28 images best (r 0.992 against their full-resolution originals).
     interpolation: Interpolation = Interpolation.BILINEAR
@@ -71,7 +84,17 @@ class Preprocessing(_Strict):
                 raise ValueError(f"{name} has {len(values)} values, channels is {self.channels}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {list(self.std)}")
+        if self.channel_names is not None and len(self.channel_names) != self.channels:
+            raise ValueError(f"channel_names has {len(self.channel_names)} names, channels is {self.channels}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_channel_names(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Grayscale and RGB records stay exactly as before, so readers that predate the field accept them.
+        data: dict[str, Any] = handler(self)
+        if self.channel_names is None:
+            data.pop("channel_names", None)
+        return data
 
 
 class Provenance(_Strict):

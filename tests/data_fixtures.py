@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 KERMANY = "kermany_chest_xray_subset"
@@ -214,7 +215,13 @@ def build_chexpert(root: Path, images: Sequence[RealImage]) -> Path:
 
 
 def build_kermany(root: Path, images: Sequence[RealImage]) -> Path:
-    """`{train,val,test}/{NORMAL,PNEUMONIA}/<Kermany file name>` with Kermany's own splits."""
+    """`{train,val,test}/{NORMAL,PNEUMONIA}/<Kermany file name>` with Kermany's own splits.
+
+    The subset's val and test images are all normal, so those PNEUMONIA folders stay empty.
+    """
+    for split in ("train", "val", "test"):
+        for folder in ("NORMAL", "PNEUMONIA"):
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
     for image in images:
         if image.split:
             folder = "PNEUMONIA" if image.pneumonia else "NORMAL"
@@ -250,7 +257,8 @@ def _centre_crop(path: Path, side: int) -> Image.Image:
     with Image.open(path) as image:
         gray = image.convert("L")
     left, top = (gray.width - side) // 2, (gray.height - side) // 2
-    return gray.crop((left, top, left + side, top + side))
+    # A fresh image: the JPEG's own metadata (JFIF density, EXIF) has no place in a TIFF page.
+    return Image.fromarray(np.asarray(gray.crop((left, top, left + side, top + side))))
 
 
 def build_microscopy(root: Path, stacks: dict[str, list[list[Image.Image]]], layout: str) -> Path:
@@ -258,7 +266,8 @@ def build_microscopy(root: Path, stacks: dict[str, list[list[Image.Image]]], lay
     one page per channel) or "csv" (`manifest.csv` with one path column per channel). Returns the path to load."""
     rows = []
     for name, samples in stacks.items():
-        for i, channels in enumerate(samples):
+        for i, originals in enumerate(samples):
+            channels = [image.copy() for image in originals]  # Pillow keeps a saved image's encoder settings
             sample = f"{name}-{i:02d}"
             if layout == "tiff":
                 path = root / name / f"{sample}.tif"
@@ -269,7 +278,7 @@ def build_microscopy(root: Path, stacks: dict[str, list[list[Image.Image]]], lay
             folder.mkdir(parents=True, exist_ok=True)
             for channel, image in zip(CHANNELS, channels, strict=True):
                 image.save(folder / f"{sample}_{channel}.png")
-            rows.append((*(f"images/{sample}_{c}.png" for c in CHANNELS), name, f"plate-{i % 3}"))
+            rows.append((*(f"images/{sample}_{c}.png" for c in CHANNELS), name, f"plate-{i}"))  # plate: sample index
     if layout == "csv":
         return write_csv(root / "manifest.csv", (*CHANNELS, "label", "patient_id"), rows)
     return root

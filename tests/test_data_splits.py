@@ -10,6 +10,7 @@ import pytest
 from data_fixtures import write_csv
 
 from medcore.record import Task
+from trainer.data.describe import without_identifiers
 from trainer.data.labels import label_counts, label_weights, names_row
 from trainer.data.manifest import DataError, LabeledSplit
 from trainer.data.splits import leakage_report, patient_split
@@ -56,7 +57,7 @@ def test_leakage_report_finds_shared_patients_and_files() -> None:
     train = LabeledSplit("train", labels, paths=(Path("a.png"), Path("b.png")), patient_ids=("p1", "p2"))
     test = LabeledSplit("test", labels, paths=(Path("c.png"), Path("a.png")), patient_ids=("p2", "p3"))
     report = leakage_report({"train": train, "test": test})
-    assert report["patients_in_several_splits"] == 1 and report["files_in_several_splits"] == 1
+    assert report["patients_in_several_splits"] == 1 and report["duplicates_across_splits"] == 1
     assert report["examples"] == ["c.png (train and test)"]
     clean = leakage_report({"train": train})
     assert clean["patients_in_several_splits"] == 0 and "examples" not in clean
@@ -106,3 +107,15 @@ def test_tables_gzip_bom_and_missing_columns(tmp_path: Path) -> None:
     assert find_file(tmp_path, ["labels.csv"], "labels") == path
     with pytest.raises(DataError, match="no split file under"):
         find_file(tmp_path, ["split.csv.gz"], "split file")
+
+
+def test_the_record_keeps_counts_but_no_file_names() -> None:
+    screen = Screen(skip_bad=True)
+    screen.reject("name files that do not exist", ["files/p10/p10000032/s5/a.jpg"], 3)
+    description = {"kind": "mimic", "skip_report": screen.report(),
+                   "leakage": {"patients_in_several_splits": 1, "examples": ["a.jpg (train and test)"]}}  # fmt: skip
+    public = without_identifiers(description)
+    assert "p10000032" not in str(public)
+    assert public["skip_report"]["reasons"]["name files that do not exist"] == {"count": 1}
+    assert public["leakage"] == {"patients_in_several_splits": 1}
+    assert "p10000032" in str(description)  # the full report is untouched (written beside the run)

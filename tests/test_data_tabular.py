@@ -57,6 +57,9 @@ def test_two_names_make_a_binary_task_with_the_second_positive(tmp_path: Path, i
     assert len(data.split("test")) == sum(im.split == "test" for im in images)
     reverse = load_csv(path, labels=["pneumonia", "normal"])
     assert reverse.label_names == ("normal",)
+    # One name, as a binary model's record gives it: the positive class.
+    assert load_csv(path, labels=["pneumonia"]).label_names == ("pneumonia",)
+    assert load_csv(path, labels=["normal"]).label_names == ("normal",)
 
 
 def test_several_names_are_multilabel(tmp_path: Path, images: list[RealImage]) -> None:
@@ -101,6 +104,7 @@ def test_imagefolder_with_split_folders(tmp_path: Path, images: list[RealImage])
     root = build_kermany(tmp_path / "chest_xray", images)
     data = load_imagefolder(root)
     assert data.task is Task.BINARY and data.label_names == ("PNEUMONIA",)
+    assert load_imagefolder(root, labels=["PNEUMONIA"]).label_names == ("PNEUMONIA",)
     assert {n: len(s) for n, s in data.splits.items()} == {
         n: sum(im.split == n for im in images) for n in ("train", "val", "test")
     }

@@ -66,8 +66,8 @@ def test_bad_architecture_names_value_and_allowed_set() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"data.kind": "dicomdir"}, "Invalid data kind 'dicomdir'. Only medmnist, kermany are supported."),
-        ({"threshold.policy": "max"}, "Invalid threshold policy 'max'. Only youden, balanced, f1, fixed are supported."),
+        ({"data.kind": "dicomdir"}, "Invalid data kind 'dicomdir'. Only medmnist, kermany, nih, mimic, chexpert, csv"),
+        ({"threshold.policy": "max"}, "Invalid threshold policy 'max'. Only youden, balanced, f1, fixed are"),
         ({"device": "tpu"}, "Invalid device 'tpu'. Only auto, cpu, cuda, cuda:<index> are supported."),
         ({"model.stem_stride": 3}, "Invalid model.stem_stride 3. Only 1, 2, 4 are supported."),
         ({"optim.label_smoothing": 0.9}, r"optim.label_smoothing must lie in \[0.0, 0.5\], got 0.9"),

@@ -1,4 +1,4 @@
-"""Command line: `python -m trainer train --config configs/X.yaml [flags]`.
+"""Command line: `python -m trainer train --config configs/X.yaml [flags]`, `python -m trainer describe [flags]`.
 
 Parse, build the config (defaults < file < flags), call the library. Nothing else lives here.
 """
@@ -6,6 +6,7 @@ Parse, build the config (defaults < file < flags), call the library. Nothing els
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import ARCHITECTURES, DATA_KINDS, load_config
+from trainer.config import ARCHITECTURES, DATA_KINDS, DataConfig, load_config
 
 # flag destination -> dotted config key
 _FLAG_KEYS = {
@@ -24,15 +25,44 @@ _FLAG_KEYS = {
     "arch": "model.arch",
     "stem_stride": "model.stem_stride",
     "output_dir": "output_dir",
-    "data_kind": "data.kind",
-    "data_path": "data.path",
-    "limit": "data.limit",
-    "workers": "data.num_workers",
     "device": "device",
     "seed": "seed",
     "resume": "resume",
     "threshold_policy": "threshold.policy",
 }
+# Data flags, shared by `train` and `describe`: flag destination -> data.<key>.
+_DATA_KEYS = (
+    "kind", "path", "labels", "limit", "labels_file", "labeler", "uncertainty", "blank", "views", "subtypes", "task",
+    "path_column", "label_column", "label_columns", "separator", "channels", "val_fraction", "test_fraction",
+    "split_seed", "skip_bad", "cache", "cache_dir",
+)  # fmt: skip
+_LISTS = ("labels", "views", "label_columns", "channels")
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data (see trainer/config.py DataConfig)")
+    data.add_argument("--data-kind", dest="kind", help=f"one of {', '.join(DATA_KINDS)}")
+    data.add_argument("--data-path", dest="path", help="the dataset folder, or its .npz / .csv file")
+    data.add_argument("--labels", help="comma-separated label names / classes, in order")
+    data.add_argument("--limit", type=int, help="use at most this many samples per split (quick runs)")
+    data.add_argument("--labels-file", help="nih: the label CSV, if not Data_Entry_2017(_v2020).csv")
+    data.add_argument("--labeler", help="mimic: chexpert or negbio")
+    data.add_argument("--uncertainty", help='-1 labels: ignore, zeros or ones; per label e.g. "ignore,Edema=ones"')
+    data.add_argument("--blank", help="mimic, chexpert: blank cells are unknown or zeros")
+    data.add_argument("--views", help="nih, mimic, chexpert: comma-separated views to keep, e.g. PA,AP")
+    data.add_argument("--subtypes", action="store_true", default=None, help="kermany: normal/bacteria/virus")
+    data.add_argument("--task", help="csv: auto, binary, multiclass or multilabel")
+    data.add_argument("--path-column", help="csv: the image path column (default path)")
+    data.add_argument("--label-column", help="csv, microscopy: the class name column (default label)")
+    data.add_argument("--label-columns", help="csv: comma-separated multi-hot label columns")
+    data.add_argument("--separator", help="csv: between several names in one cell (default |)")
+    data.add_argument("--channels", help="microscopy: comma-separated channel names, e.g. nucleus,microtubules,er")
+    data.add_argument("--val-fraction", type=float, help="share for val where there is no official split")
+    data.add_argument("--test-fraction", type=float, help="share for test where there is no official split")
+    data.add_argument("--split-seed", type=int, help="seed of the patient-level split (default 0)")
+    data.add_argument("--skip-bad", action="store_true", default=None, help="skip bad samples with a report")
+    data.add_argument("--cache", action="store_true", default=None, help="decode once into a uint8 memmap cache")
+    data.add_argument("--cache-dir", help="where the cache lives (default ~/.cache/medimaging)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -47,9 +77,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", help=f"one of {', '.join(ARCHITECTURES)}")
     train.add_argument("--stem-stride", type=int, help="1, 2 or 4")
     train.add_argument("--output-dir")
-    train.add_argument("--data-kind", help=f"one of {', '.join(DATA_KINDS)}")
-    train.add_argument("--data-path")
-    train.add_argument("--limit", type=int, help="use at most this many samples per split (quick runs)")
     train.add_argument("--workers", type=int, help="DataLoader worker processes")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:<index>")
     train.add_argument("--seed", type=int)
@@ -57,15 +84,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", nargs="?", const="last", metavar="CHECKPOINT", help="continue a run (default: OUTPUT_DIR/last.pt)"
     )
-    train.add_argument(
+    _add_set_flag(train)
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    _add_data_flags(train)
+    describe = commands.add_parser(
+        "describe", help="print per-split samples, patients and label counts as JSON; check that files exist"
+    )
+    describe.add_argument("--config", help="YAML or JSON file with the run's settings (its data section is used)")
+    _add_set_flag(describe)
+    _add_data_flags(describe)
+    return parser
+
+
+def _add_set_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="set any config key, e.g. --set optim.ema_decay=0.999 (value parsed as YAML)",
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
-    return parser
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,10 +115,16 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)
     for dest, key in _FLAG_KEYS.items():
-        value = getattr(args, dest)
+        value = getattr(args, dest, None)
         if value is not None:
             overrides[key] = value
-    if args.no_progress:
+    if getattr(args, "workers", None) is not None:
+        overrides["data.num_workers"] = args.workers
+    for key in _DATA_KEYS:
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[f"data.{key}"] = [v.strip() for v in value.split(",") if v.strip()] if key in _LISTS else value
+    if getattr(args, "no_progress", False):
         overrides["progress"] = False
     return overrides
 
@@ -93,7 +137,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "describe":
+        return _describe(config.data)
     from trainer.train import train  # after parsing, so --help and config errors stay fast
 
     train(config)
     return 0
+
+
+def _describe(data_config: DataConfig) -> int:
+    """Print the description as JSON; exit 1 when training would stop on bad data, 2 when the data cannot be read."""
+    from trainer.data import load_data
+    from trainer.data.describe import describe_data
+
+    try:
+        data = load_data(data_config, describe=True)
+    except ValueError as exc:  # DataError included
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = describe_data(data, skip_bad=data_config.skip_bad)
+    print(json.dumps(report, indent=2))
+    return 1 if report["training_would_stop"] else 0

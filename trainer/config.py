@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 
 import yaml
 
-from medcore.record import Interpolation
+from medcore.record import MAX_CHANNELS, Interpolation
 from trainer.models import ARCHITECTURES
 from trainer.thresholds import THRESHOLD_POLICIES
 
-DATA_KINDS = ("medmnist", "kermany")
+DATA_KINDS = ("medmnist", "kermany", "nih", "mimic", "chexpert", "csv", "imagefolder", "microscopy")
 CROPS = ("center_square", "none")
 INTERPOLATIONS = tuple(i.value for i in Interpolation)
 
@@ -47,19 +47,46 @@ def _within(name: str, value: float | None, low: float, high: float, *, open_low
 
 @dataclass
 class DataConfig:
-    """Where the images and labels come from."""
+    """Where the images and labels come from: a layout (`kind`) read as the dataset ships it, at `path`.
+
+    Layout options name the kinds they apply to; value sets (labeler, uncertainty, task...) are
+    checked by the reader, which knows the labels.
+    """
 
     kind: str = "medmnist"
-    path: str = ""
-    labels: tuple[str, ...] | None = None  # label names for sources that do not carry them (MedMNIST)
+    path: str = ""  # folder (nih, mimic, chexpert, kermany, imagefolder, microscopy) or file (medmnist, csv)
+    labels: tuple[str, ...] | None = None  # names/order: MedMNIST labels, a CheXpert subset, CSV or folder classes
     limit: int | None = None  # at most this many samples per split, for quick runs
     num_workers: int = 0
     pin_memory: bool = True  # only used on CUDA
+    labels_file: str | None = None  # nih: another label CSV than Data_Entry_2017(_v2020).csv / sample_labels.csv
+    labeler: str = "chexpert"  # mimic: chexpert or negbio labels
+    uncertainty: str = "ignore"  # mimic, chexpert, csv columns: -1 -> ignore|zeros|ones; per label "ignore,Edema=ones"
+    blank: str = "unknown"  # mimic, chexpert: a blank (not mentioned) cell -> unknown (NaN) or zeros
+    views: tuple[str, ...] | None = None  # nih, mimic, chexpert: keep only these views (PA, AP, LATERAL...)
+    subtypes: bool = False  # kermany: the 3-class task normal / bacteria / virus from the file names
+    task: str = "auto"  # csv: auto, binary, multiclass or multilabel
+    path_column: str = "path"  # csv
+    label_column: str = "label"  # csv, microscopy CSV: the class name(s) of each row
+    label_columns: tuple[str, ...] | None = None  # csv: multi-hot label columns instead of label_column
+    separator: str = "|"  # csv: between several names in one cell
+    channels: tuple[str, ...] | None = None  # microscopy: channel names (CSV path columns or file-name suffixes)
+    val_fraction: float = 0.1  # where there is no official split: patient-level, stratified, seeded
+    test_fraction: float = 0.2
+    split_seed: int = 0  # kept apart from `seed`, so runs with other seeds see the same split
+    skip_bad: bool = False  # skip missing or unreadable files and unknown labels with a report, instead of failing
+    cache: bool = False  # decode and resize once into a uint8 memory-mapped cache (keyed by listing and recipe)
+    cache_dir: str | None = None  # default: $MEDIMAGING_CACHE or ~/.cache/medimaging
 
     def __post_init__(self) -> None:
         _choice("data kind", self.kind, DATA_KINDS)
         _within("data.limit", self.limit, 1, float("inf"))
         _within("data.num_workers", self.num_workers, 0, 256)
+        _within("data.val_fraction", self.val_fraction, 0.0, 1.0, open_low=True)
+        _within("data.test_fraction", self.test_fraction, 0.0, 1.0, open_low=True)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"data.val_fraction + data.test_fraction must stay below 1, got {self.val_fraction}"
+                             f" + {self.test_fraction}")  # fmt: skip
 
 
 @dataclass
@@ -78,8 +105,7 @@ class PreprocessingConfig:
     def __post_init__(self) -> None:
         _within("preprocessing.height", self.height, 1, 4096)
         _within("preprocessing.width", self.width, 1, 4096)
-        if self.channels is not None:
-            _choice("preprocessing.channels", self.channels, (1, 3))
+        _within("preprocessing.channels", self.channels, 1, MAX_CHANNELS)
         _choice("preprocessing.crop", self.crop, CROPS)
         _choice("preprocessing.interpolation", self.interpolation, INTERPOLATIONS)
         if (self.mean is None) != (self.std is None):
@@ -97,6 +123,7 @@ class AugmentConfig:
     crop_ratio: float = 0.9  # aspect ratio range [crop_ratio, 1 / crop_ratio]
     brightness: float = 0.0
     contrast: float = 0.0
+    grayscale: float = 0.0  # probability of turning an RGB image gray (3-channel recipes only)
 
     def __post_init__(self) -> None:
         _within("augment.hflip", self.hflip, 0.0, 1.0)
@@ -105,6 +132,7 @@ class AugmentConfig:
         _within("augment.crop_ratio", self.crop_ratio, 0.0, 1.0, open_low=True)
         _within("augment.brightness", self.brightness, 0.0, 1.0)
         _within("augment.contrast", self.contrast, 0.0, 1.0)
+        _within("augment.grayscale", self.grayscale, 0.0, 1.0)
 
 
 @dataclass

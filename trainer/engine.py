@@ -84,9 +84,18 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, criterion: nn.Module, loader: Batches, precision: Precision, *, progress: bool = True
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: Batches,
+    precision: Precision,
+    *,
+    progress: bool = True,
+    softmax: bool = False,
 ) -> Predictions:
-    """Sigmoid probabilities for every sample of `loader`, in order, and the mean loss."""
+    """Probabilities for every sample of `loader`, in order, and the mean loss.
+
+    Sigmoid per label (binary, multi-label), or a softmax over the labels (multi-class).
+    """
     model.eval()
     probs, labels, total_loss = [], [], 0.0
     bar = tqdm(loader, desc="eval", file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
@@ -95,7 +104,8 @@ def evaluate(
         with precision.autocast():
             logits = model(images)
         total_loss += criterion(logits, targets).item() * len(images)
-        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        activation = torch.softmax(logits.float(), dim=1) if softmax else torch.sigmoid(logits.float())
+        probs.append(activation.cpu().numpy())
         labels.append(targets.cpu().numpy())
     count = sum(len(p) for p in probs)
     return Predictions(np.concatenate(probs), np.concatenate(labels), total_loss / max(1, count))

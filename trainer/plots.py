@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +27,11 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, ti
     figure.savefig(path)
 
 
-def plot_confusion(matrix: list[list[int]], class_names: tuple[str, str], path: Path, title: str) -> None:
-    """A 2x2 confusion matrix, rows = truth, columns = prediction, counts in the cells."""
+def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], path: Path, title: str) -> None:
+    """A K x K confusion matrix, rows = truth, columns = prediction, counts in the cells."""
     counts = np.asarray(matrix)
-    figure = Figure(figsize=(4, 3.6), dpi=120)
+    side = 3.2 + 0.5 * len(class_names)
+    figure = Figure(figsize=(side + 0.4, side), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     image = axes.imshow(counts, cmap="Blues")
@@ -38,8 +39,10 @@ def plot_confusion(matrix: list[list[int]], class_names: tuple[str, str], path: 
     for (row, col), value in np.ndenumerate(counts):
         color = "white" if value > counts.max() / 2 else "black"
         axes.text(col, row, str(value), ha="center", va="center", color=color)
-    axes.set_xticks([0, 1], class_names)
-    axes.set_yticks([0, 1], class_names)
+    ticks = list(range(len(class_names)))
+    slanted = len(class_names) > 2
+    axes.set_xticks(ticks, list(class_names), rotation=45 if slanted else 0, ha="right" if slanted else "center")
+    axes.set_yticks(ticks, list(class_names))
     axes.set(xlabel="prediction", ylabel="truth", title=title)
     figure.tight_layout()
     figure.savefig(path)

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, RandomSampler
 from medcore.record import ModelRecord, Preprocessing
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainConfig
-from trainer.data import LabeledData, ManifestDataset
+from trainer.data import LabeledData, ManifestDataset, make_dataset
 from trainer.data.presets import ClassificationPresetTrain
 from trainer.engine import Batches
-from trainer.loss import MaskedWeightedBCE, balance_weights
+from trainer.loss import build_criterion
 from trainer.models import ModelSpec, build_model, load_local_weights
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.provenance import build_record, git_commit
@@ -82,10 +82,11 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
     ema = None
     if config.optim.ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
-    w_pos, w_neg = balance_weights(data.split("train").labels)
-    criterion = MaskedWeightedBCE(w_pos, w_neg, config.optim.label_smoothing).to(precision.device)
+    train_labels = data.split("train").labels
+    criterion = build_criterion(data.task, train_labels, config.optim.label_smoothing).to(precision.device)
     generator = torch.Generator()
-    train_set = ManifestDataset(data.split("train"), recipe, ClassificationPresetTrain(recipe, config.augment))
+    augment = ClassificationPresetTrain(recipe, config.augment)
+    train_set = make_dataset(data.split("train"), recipe, config.data, augment)
     train_loader = make_loader(train_set, config, precision, RandomSampler(train_set, generator=generator))
     optimizer = build_optimizer(model, config.optim)
     run = Run(
@@ -97,12 +98,12 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         model=model,
         ema=ema,
         criterion=criterion,
-        eval_criterion=MaskedWeightedBCE(w_pos, w_neg).to(precision.device),
+        eval_criterion=build_criterion(data.task, train_labels).to(precision.device),
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config.optim, len(train_loader), config.epochs),
         scaler=precision.grad_scaler(),
         train_loader=train_loader,
-        val_loader=make_loader(ManifestDataset(data.split("val"), recipe), config, precision),
+        val_loader=make_loader(make_dataset(data.split("val"), recipe, config.data), config, precision),
         sampler_generator=generator,
         code_commit=git_commit(),
     )
@@ -125,21 +126,21 @@ def make_loader(
     )
 
 
-def _record(run: Run, threshold: float, metrics: dict[str, Any]) -> ModelRecord:
+def _record(run: Run, thresholds: dict[str, float], metrics: dict[str, Any]) -> ModelRecord:
     return build_record(
         config=run.config,
         spec=run.spec,
         task=run.data.task,
         labels=run.data.label_names,
         recipe=run.recipe,
-        thresholds={run.data.label_names[0]: threshold},
+        thresholds=thresholds,
         data_description=run.data.description,
         metrics=metrics,
         code_commit=run.code_commit,
     )
 
 
-def to_checkpoint(run: Run, epoch: int, threshold: float, metrics: dict[str, Any]) -> Checkpoint:
+def to_checkpoint(run: Run, epoch: int, thresholds: dict[str, float], metrics: dict[str, Any]) -> Checkpoint:
     """model_state holds the evaluated weights (EMA when enabled); the online weights go in training_state."""
     training_state = {
         "optimizer": run.optimizer.state_dict(),
@@ -154,7 +155,7 @@ def to_checkpoint(run: Run, epoch: int, threshold: float, metrics: dict[str, Any
     }
     return Checkpoint(
         spec=run.spec,
-        record=_record(run, threshold, metrics),
+        record=_record(run, thresholds, metrics),
         model_state=run.eval_model.state_dict(),
         epoch=epoch,
         config=run.config.to_dict(),

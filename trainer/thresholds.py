@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 THRESHOLD_POLICIES = ("youden", "balanced", "f1", "fixed")
@@ -51,3 +53,13 @@ def drop_unknown(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.n
         raise ValueError(f"y_true has {y.size} values, prob has {p.size}")
     known = ~np.isnan(y)
     return y[known], p[known]
+
+
+def choose_thresholds(
+    multiclass: bool, y_true: np.ndarray, prob: np.ndarray, labels: Sequence[str], policy: str, value: float
+) -> dict[str, float]:
+    """A threshold per label, each chosen on its own column. Multi-class decides by the most probable
+    class, so every label gets `value` (the record still names one per label)."""
+    if multiclass:
+        return {label: float(value) for label in labels}
+    return {label: choose_threshold(y_true[:, j], prob[:, j], policy, value) for j, label in enumerate(labels)}

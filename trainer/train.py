@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from medcore.atomic import atomic_write
+from medcore.record import Task
 from trainer.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, save_config
-from trainer.data import ManifestDataset, load_data
+from trainer.data import LabeledData, load_data, make_dataset
+from trainer.data.describe import without_identifiers
 from trainer.engine import EpochStats, evaluate, train_one_epoch
-from trainer.metrics import binary_metrics
+from trainer.metrics import primary_score, task_metrics
 from trainer.recipe import resolve_recipe
 from trainer.report import write_report
 from trainer.run import Run, build_run, make_loader, to_checkpoint
 from trainer.runtime import seed_everything
-from trainer.thresholds import choose_threshold
+from trainer.thresholds import choose_thresholds
 
 logger = logging.getLogger("trainer")
 
@@ -25,7 +30,9 @@ BEST, LAST = "best.pt", "last.pt"
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train, keep the best checkpoint by validation AUROC, evaluate it on the test split.
+    """Train, keep the best checkpoint by validation score, evaluate it on the test split.
+
+    The score is AUROC (binary), macro AUROC (multi-label) or balanced accuracy (multi-class).
 
     Writes config.yaml, best.pt, last.pt, metrics.json, roc.png and confusion_matrix.png to
     `config.output_dir` and returns the metrics.
@@ -35,13 +42,23 @@ def train(config: TrainConfig) -> dict[str, Any]:
     resume = _resume_checkpoint(config, output_dir)
     seed_everything(config.seed)
     data = load_data(config.data)
-    recipe = resume.record.preprocessing if resume else resolve_recipe(config.preprocessing, data)
+    data = _keep_data_report(data, output_dir)
+    factory = partial(make_dataset, config=config.data)
+    recipe = resume.record.preprocessing if resume else resolve_recipe(config.preprocessing, data, factory)
     run = build_run(config, data, recipe, resume)
     save_config(config, output_dir / "config.yaml")
     _log_start(run)
     for epoch in range(run.start_epoch, config.epochs):
         _run_epoch(run, epoch)
     return _finish(run, time.perf_counter() - start)
+
+
+def _keep_data_report(data: LabeledData, output_dir: Path) -> LabeledData:
+    """Write the full data report (label counts, skipped samples, leakage check) beside the outputs;
+    the record keeps it without file names."""
+    text = json.dumps(data.description, indent=2, default=str) + "\n"
+    atomic_write(output_dir / "data_report.json", lambda handle: handle.write(text.encode()))
+    return replace(data, description=without_identifiers(data.description))
 
 
 def _resume_checkpoint(config: TrainConfig, output_dir: Path) -> Checkpoint | None:
@@ -74,16 +91,19 @@ def _run_epoch(run: Run, epoch: int) -> None:
         description=f"epoch {epoch + 1}/{config.epochs}",
         progress=config.progress,
     )
-    val = evaluate(run.eval_model, run.eval_criterion, run.val_loader, run.precision, progress=config.progress)
-    threshold = choose_threshold(val.labels[:, 0], val.prob[:, 0], config.threshold.policy, config.threshold.value)
-    val_metrics = binary_metrics(val.labels[:, 0], val.prob[:, 0], threshold)
-    score = val_metrics["auroc"]
+    task, labels = run.data.task, run.data.label_names
+    val = evaluate(run.eval_model, run.eval_criterion, run.val_loader, run.precision, progress=config.progress,
+                   softmax=task is Task.MULTICLASS)  # fmt: skip
+    thresholds = choose_thresholds(task is Task.MULTICLASS, val.labels, val.prob, labels, config.threshold.policy,
+                                   config.threshold.value)  # fmt: skip
+    val_metrics = task_metrics(task, val.labels, val.prob, thresholds, labels)
+    score = primary_score(task, val_metrics)
     improved = run.best_epoch is None or (score is not None and (run.best_score is None or score > run.best_score))
     if improved:
         run.best_score, run.best_epoch = score, epoch
     run.history.append(_history_row(epoch, stats, val.loss, val_metrics))
     _log_epoch(run, epoch, stats, val.loss, val_metrics, improved)
-    checkpoint = to_checkpoint(run, epoch, threshold, {"epoch": epoch, "val": val_metrics})
+    checkpoint = to_checkpoint(run, epoch, thresholds, {"epoch": epoch, "val": val_metrics})
     if improved:
         save_checkpoint(checkpoint, run.output_dir / BEST)
     save_checkpoint(checkpoint, run.output_dir / LAST)
@@ -94,9 +114,10 @@ def _history_row(epoch: int, stats: EpochStats, val_loss: float, val: dict[str, 
         "epoch": epoch,
         "train_loss": stats.loss,
         "val_loss": val_loss,
-        "val_auroc": val["auroc"],
+        "val_auroc": val.get("auroc", val.get("macro_auroc")),
         "val_accuracy": val["accuracy"],
-        "threshold": val["threshold"],
+        "val_balanced_accuracy": val.get("balanced_accuracy"),
+        "threshold": val.get("threshold"),
         "lr": stats.lr,
         "images_per_second": stats.images_per_second,
         "seconds": stats.seconds,
@@ -108,12 +129,13 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
     best_path = run.output_dir / BEST
     best = load_checkpoint(best_path)
     model = run.precision.place(model_from_checkpoint(best))
-    label = best.record.labels[0]
-    threshold = best.record.thresholds[label]
-    test_loader = make_loader(ManifestDataset(run.data.split("test"), run.recipe), run.config, run.precision)
+    task, labels, thresholds = run.data.task, best.record.labels, dict(best.record.thresholds)
+    test_set = make_dataset(run.data.split("test"), run.recipe, run.config.data)
+    test_loader = make_loader(test_set, run.config, run.precision)
     predictions = {}
     for name, loader in (("val", run.val_loader), ("test", test_loader)):
-        result = evaluate(model, run.eval_criterion, loader, run.precision, progress=run.config.progress)
+        result = evaluate(model, run.eval_criterion, loader, run.precision, progress=run.config.progress,
+                          softmax=task is Task.MULTICLASS)  # fmt: skip
         predictions[name] = (result.labels, result.prob)
     extra = {
         "task": run.data.task.value,
@@ -124,40 +146,52 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
         "device": run.precision.describe(),
         "history": run.history,
     }
-    metrics = write_report(run.output_dir, predictions, label, threshold, extra)
+    metrics = write_report(run.output_dir, predictions, task, labels, thresholds, extra)
     final = {"epoch": best.epoch, "val": metrics["val"], "test": metrics["test"]}
     provenance = best.record.provenance.model_copy(update={"metrics": final})
     save_checkpoint(replace(best, record=best.record.model_copy(update={"provenance": provenance})), best_path)
-    logger.info(
-        "test  auroc %.4f  accuracy %.4f  sensitivity %.4f  specificity %.4f  (threshold %.3f, best epoch %d)",
-        metrics["test"]["auroc"] or float("nan"),
-        metrics["test"]["accuracy"],
-        metrics["test"]["sensitivity"] or float("nan"),
-        metrics["test"]["specificity"] or float("nan"),
-        threshold,
-        best.epoch + 1,
-    )
+    test = metrics["test"]
+    if task is Task.BINARY:
+        logger.info(
+            "test  auroc %.4f  accuracy %.4f  sensitivity %.4f  specificity %.4f  (threshold %.3f, best epoch %d)",
+            _number(test["auroc"]), _number(test["accuracy"]), _number(test["sensitivity"]),
+            _number(test["specificity"]), thresholds[labels[0]], best.epoch + 1,
+        )  # fmt: skip
+    else:
+        name = "balanced_accuracy" if task is Task.MULTICLASS else "macro_auroc"
+        score, accuracy = _number(primary_score(task, test)), _number(test["accuracy"])
+        logger.info("test  %s %.4f  accuracy %.4f  (best epoch %d)", name, score, accuracy, best.epoch + 1)
     return metrics
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _log_start(run: Run) -> None:
     splits = run.data.description["splits"]
-    counts = ", ".join(f"{name} {s['n']} ({s['positives'][0]} positive)" for name, s in splits.items())
+    positives = "positive" if run.data.task is Task.BINARY else "per label"
+    counts = ", ".join(f"{name} {s['n']} ({_short(s['positives'])} {positives})" for name, s in splits.items())
     parameters = sum(p.numel() for p in run.model.parameters())
     logger.info("data: %s %s", run.data.description["kind"], counts)
     logger.info("recipe: %s", run.recipe.model_dump_json())
     logger.info("model: %s, %.2fM parameters, on %s", run.spec, parameters / 1e6, run.precision.describe())
 
 
+def _short(values: list[int]) -> str:
+    return str(values[0]) if len(values) == 1 else "/".join(map(str, values))
+
+
 def _log_epoch(run: Run, epoch: int, stats: EpochStats, val_loss: float, val: dict[str, Any], improved: bool) -> None:
-    auroc = val["auroc"] if val["auroc"] is not None else float("nan")
+    score = {Task.BINARY: "val_auroc", Task.MULTILABEL: "val_macro_auroc", Task.MULTICLASS: "val_bal_acc"}
     logger.info(
-        "epoch %d/%d  loss %.4f  val_loss %.4f  val_auroc %.4f  val_acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
+        "epoch %d/%d  loss %.4f  val_loss %.4f  %s %.4f  val_acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
         epoch + 1,
         run.config.epochs,
         stats.loss,
         val_loss,
-        auroc,
+        score[run.data.task],
+        _number(primary_score(run.data.task, val)),
         val["accuracy"] or 0.0,
         stats.lr,
         stats.images_per_second,

@@ -1,8 +1,8 @@
 """Multi-channel images (microscopy): several grayscale files, or the pages of one TIFF, stacked as channels.
 
-Each channel is decoded to 8-bit grayscale exactly as a single radiograph would be, then every
-channel goes through the same crop and resize. The trainer, its cache and the service all use
-these functions, so a stacked sample is the same array everywhere.
+Each channel is decoded to 8-bit grayscale exactly as a single radiograph would be; the
+preprocessing module then crops and resizes every channel the same way. The trainer, its cache
+and the service all use these functions, so a stacked sample is the same array everywhere.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from PIL import Image, UnidentifiedImageError
 from medcore.imaging.decode import DEFAULT_MAX_PIXELS, decode_image
 from medcore.imaging.decode import _to_mode as to_mode
 from medcore.imaging.errors import ImageDecodeError, ImageTooLargeError
-from medcore.imaging.preprocess import normalize, resize_image
-from medcore.record import Preprocessing
 
 
 def decode_channels(
@@ -62,19 +60,3 @@ def _tiff_pages(data: bytes, max_pixels: int) -> list[np.ndarray]:
             raise ImageDecodeError(f"TIFF page {index} is corrupt or truncated: {exc}", code="corrupt_image") from None
         pages.append(np.asarray(to_mode(page, "L")))  # the single-image rules: 16-bit pages are min-max scaled
     return pages
-
-
-def resize_channels(pixels: np.ndarray, recipe: Preprocessing) -> np.ndarray:
-    """uint8 [H, W, C] -> uint8 [height, width, C]: each channel cropped and resized like a grayscale image."""
-    gray = recipe.model_copy(update={"channels": 1, "mean": (0.0,), "std": (1.0,)})
-    planes = [np.asarray(resize_image(Image.fromarray(pixels[:, :, c]), gray)) for c in range(pixels.shape[2])]
-    return np.ascontiguousarray(np.stack(planes, axis=-1))
-
-
-def load_stacked_input(
-    files: Sequence[bytes], recipe: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
-    """Channel files (or one multi-page TIFF) -> float32 [C, H, W] model input."""
-    min_side = max(recipe.height, recipe.width)
-    pixels = decode_channels(files, recipe.channels, max_pixels=max_pixels, min_side=min_side)
-    return normalize(resize_channels(pixels, recipe), recipe)

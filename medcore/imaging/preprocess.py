@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from medcore.imaging.channels import decode_channels
 from medcore.imaging.decode import DEFAULT_MAX_PIXELS, decode_image
 from medcore.record import Interpolation, Preprocessing
 
@@ -21,7 +22,14 @@ _RESAMPLE = {
 
 def image_mode(recipe: Preprocessing) -> str:
     """The Pillow mode a recipe works in: "L" for one channel, "RGB" for three."""
+    if not is_single_image(recipe):
+        raise ValueError(f"a {recipe.channels}-channel recipe stacks grayscale channels; it has no single image mode")
     return "L" if recipe.channels == 1 else "RGB"
+
+
+def is_single_image(recipe: Preprocessing) -> bool:
+    """True for grayscale and RGB recipes; False for stacked channels (microscopy)."""
+    return recipe.channel_names is None and recipe.channels in (1, 3)
 
 
 def resize_image(image: Image.Image, recipe: Preprocessing) -> Image.Image:
@@ -48,23 +56,49 @@ def normalize(pixels: np.ndarray, recipe: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
 
 
+def resize_channels(pixels: np.ndarray, recipe: Preprocessing) -> np.ndarray:
+    """uint8 [H, W, C] stacked channels -> uint8 [height, width, C], each channel cropped and resized alone."""
+    if pixels.ndim != 3 or pixels.shape[2] != recipe.channels:
+        raise ValueError(f"expected pixels [H, W, {recipe.channels}], got {list(pixels.shape)}")
+    gray = Preprocessing.model_validate(
+        {**recipe.model_dump(), "channels": 1, "channel_names": None, "mean": (0.0,), "std": (1.0,)}
+    )
+    planes = [np.asarray(resize_image(Image.fromarray(pixels[:, :, c]), gray)) for c in range(pixels.shape[2])]
+    return np.ascontiguousarray(np.stack(planes, axis=-1))
+
+
 def preprocess_image(image: Image.Image | np.ndarray, recipe: Preprocessing) -> np.ndarray:
-    """A decoded image (Pillow, or a uint8 array such as a MedMNIST sample) -> float32 CHW."""
+    """A decoded image (Pillow, or a uint8 array such as a MedMNIST sample or a channel stack) -> float32 CHW."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"array images must be uint8, got {image.dtype}")
-        image = Image.fromarray(image)
+        if not is_single_image(recipe):
+            return normalize(resize_channels(image, recipe), recipe)
+        image = Image.fromarray(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image)
     return normalize(np.asarray(resize_image(image, recipe)), recipe)
 
 
 def load_model_input(
     data: bytes, recipe: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
-    """Image file bytes -> float32 CHW model input, exactly as the model was trained to see it."""
+    """Image file bytes -> float32 CHW model input, exactly as the model was trained to see it.
+
+    A stacked-channel recipe reads one multi-page TIFF (a page per channel); see `load_stacked_input`.
+    """
+    if not is_single_image(recipe):
+        return load_stacked_input([data], recipe, max_pixels=max_pixels)
     image = decode_image(
         data, mode=image_mode(recipe), max_pixels=max_pixels, min_side=max(recipe.height, recipe.width)
     )
     return preprocess_image(image, recipe)
+
+
+def load_stacked_input(
+    files: Sequence[bytes], recipe: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """One file per channel (in the recipe's channel order), or one multi-page TIFF -> float32 CHW."""
+    pixels = decode_channels(files, recipe.channels, max_pixels=max_pixels, min_side=max(recipe.height, recipe.width))
+    return normalize(resize_channels(pixels, recipe), recipe)
 
 
 def stack_batch(inputs: Sequence[np.ndarray]) -> np.ndarray:

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medcore.imaging import ImageError, decode_image
-from medcore.imaging.preprocess import image_mode, resize_image
+from medcore.atomic import atomic_write
+from medcore.imaging import ImageError, decode_channels, decode_image
+from medcore.imaging.preprocess import image_mode, is_single_image, resize_channels, resize_image
 from medcore.record import Preprocessing
 from trainer.data.manifest import DataError, LabeledSplit
 from trainer.data.validation import Screen
@@ -33,18 +34,31 @@ GEOMETRY = ("height", "width", "channels", "crop", "interpolation")
 
 
 def resized_pixels(split: LabeledSplit, index: int, recipe: Preprocessing) -> np.ndarray:
-    """Sample `index` decoded, converted, cropped and resized by medcore: uint8 [H, W, C]."""
+    """Sample `index` decoded, converted, cropped and resized by medcore: uint8 [H, W, C].
+
+    These are the pixels evaluation sees before normalisation (medcore's `load_model_input`
+    is `normalize` of exactly this), and what augmentation starts from.
+    """
     if split.images is not None:
-        image = resize_image(Image.fromarray(split.images[index]), recipe)
-    else:
-        assert split.paths is not None
-        path = split.paths[index]
-        try:
-            data = path.read_bytes()
-            decoded = decode_image(data, mode=image_mode(recipe), min_side=max(recipe.height, recipe.width))
-        except (ImageError, OSError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
-        image = resize_image(decoded, recipe)
+        array = split.images[index]
+        if not is_single_image(recipe):
+            return resize_channels(array, recipe)
+        image = Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+        return _hwc(resize_image(image, recipe))
+    files = split.files()
+    assert files is not None
+    min_side = max(recipe.height, recipe.width)
+    try:
+        contents = [path.read_bytes() for path in files[index]]
+        if split.channel_paths is not None:
+            return resize_channels(decode_channels(contents, recipe.channels, min_side=min_side), recipe)
+        decoded = decode_image(contents[0], mode=image_mode(recipe), min_side=min_side)
+    except (ImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {'+'.join(map(str, files[index]))}: {exc}") from None
+    return _hwc(resize_image(decoded, recipe))
+
+
+def _hwc(image: Image.Image) -> np.ndarray:
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
@@ -57,12 +71,14 @@ def cache_key(split: LabeledSplit, recipe: Preprocessing) -> str:
         digest.update(f"array {split.images.shape} {split.images.dtype}\n".encode())
         digest.update(np.ascontiguousarray(split.images).data)
         return digest.hexdigest()
-    for path in split.paths or ():
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
-        digest.update(f"{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    for paths in split.files() or ():
+        for path in paths:
+            try:
+                stat = path.stat()
+            except OSError as exc:
+                raise DataError(f"cannot read image {path}: {exc}") from None
+            digest.update(f"{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}\t".encode())
+        digest.update(b"\n")
     return digest.hexdigest()
 
 
@@ -128,7 +144,7 @@ def _build(
 ) -> None:
     data_path.parent.mkdir(parents=True, exist_ok=True)
     shape = (len(split), recipe.height, recipe.width, recipe.channels)
-    tmp = data_path.with_name(f".{data_path.stem}.{os.getpid()}.tmp.npy")
+    tmp = data_path.with_name(f".{data_path.stem}.{os.getpid()}.tmp.npy")  # a memmap needs a path, not a handle
     if log:
         log(f"caching {len(split)} {split.name} images at {recipe.height}x{recipe.width} into {data_path}")
     try:
@@ -146,9 +162,7 @@ def _build(
         "recipe": {k: str(getattr(recipe, k)) for k in GEOMETRY},
         "failed": {str(i): failed[i] for i in sorted(failed)},
     }
-    tmp_info = info_path.with_name(f".{info_path.name}.{os.getpid()}.tmp")
-    tmp_info.write_text(json.dumps(info, indent=1))
-    os.replace(tmp_info, info_path)
+    atomic_write(info_path, lambda handle: handle.write(json.dumps(info, indent=1).encode()))
 
 
 def _fill(

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from medcore.imaging import ImageError, decode_image, load_model_input, preprocess_image
-from medcore.imaging.preprocess import image_mode, normalize, resize_image
+from medcore.imaging import ImageError, load_model_input, load_stacked_input, preprocess_image
+from medcore.imaging.preprocess import normalize
 from medcore.record import Preprocessing
+from trainer.data.cache import CachedSplit, resized_pixels
 from trainer.data.manifest import DataError, LabeledSplit
 from trainer.data.presets import Augment
 
@@ -19,48 +18,58 @@ from trainer.data.presets import Augment
 class ManifestDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Yields (float32 CHW input, float32 [L] labels with NaN for unknown).
 
-    Without `augment` every input comes from medcore's `load_model_input` (files) or
-    `preprocess_image` (arrays): the very code the service runs. With `augment`, the image is
-    decoded and resized by medcore, augmented as 8-bit pixels, then normalised by medcore.
+    Without `augment` every input comes from medcore's `load_model_input` (files),
+    `load_stacked_input` (channel files) or `preprocess_image` (arrays): the very code the
+    service runs. With `augment`, the image is decoded and resized by medcore, augmented as
+    8-bit pixels, then normalised by medcore. With `cache`, the decoded and resized pixels come
+    from the uint8 cache instead (identical to medcore's, so evaluation is unchanged).
     """
 
-    def __init__(self, split: LabeledSplit, recipe: Preprocessing, augment: Augment | None = None) -> None:
-        self.split = split
+    def __init__(
+        self,
+        split: LabeledSplit,
+        recipe: Preprocessing,
+        augment: Augment | None = None,
+        cache: CachedSplit | None = None,
+    ) -> None:
+        self.split = cache.split if cache is not None else split
         self.recipe = recipe
         self.augment = augment
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.split)
 
     def model_input(self, index: int) -> np.ndarray:
         """The evaluation input for sample `index`, exactly as the service would compute it."""
+        if self.cache is not None:
+            return normalize(self.cache.pixels(index), self.recipe)
         if self.split.images is not None:
             return preprocess_image(self.split.images[index], self.recipe)
-        path = self._path(index)
+        files = self.split.files()
+        assert files is not None
         try:
-            return load_model_input(path.read_bytes(), self.recipe)
+            contents = [path.read_bytes() for path in files[index]]
+            if self.split.channel_paths is not None:
+                return load_stacked_input(contents, self.recipe)
+            return load_model_input(contents[0], self.recipe)
         except (ImageError, OSError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
+            raise DataError(f"cannot read image {'+'.join(map(str, files[index]))}: {exc}") from None
+
+    def resized_pixels(self, index: int) -> np.ndarray:
+        """Sample `index` decoded, cropped and resized by medcore: uint8 [H, W, C], before augmentation."""
+        if self.cache is not None:
+            return self.cache.pixels(index)
+        return resized_pixels(self.split, index, self.recipe)
 
     def resized_image(self, index: int) -> Image.Image:
-        """Sample `index` decoded, cropped and resized by medcore, still 8-bit (before augmentation)."""
-        if self.split.images is not None:
-            return resize_image(Image.fromarray(self.split.images[index]), self.recipe)
-        path = self._path(index)
-        size = max(self.recipe.height, self.recipe.width)
-        try:
-            image = decode_image(path.read_bytes(), mode=image_mode(self.recipe), min_side=size)
-        except (ImageError, OSError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
-        return resize_image(image, self.recipe)
+        """`resized_pixels` as a Pillow image (grayscale and RGB recipes only)."""
+        pixels = self.resized_pixels(index)
+        return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.augment is None:
             pixels = self.model_input(index)
         else:
-            pixels = normalize(np.asarray(self.augment(self.resized_image(index))), self.recipe)
+            pixels = normalize(self.augment(self.resized_pixels(index)), self.recipe)
         return torch.from_numpy(pixels), torch.from_numpy(self.split.labels[index])
-
-    def _path(self, index: int) -> Path:
-        assert self.split.paths is not None
-        return self.split.paths[index]

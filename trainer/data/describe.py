@@ -42,3 +42,20 @@ def _split_summary(data: LabeledData, name: str) -> dict[str, Any]:
         "patients": None if split.patient_ids is None else len(set(split.patient_ids)),
         "labels": label_counts(split.labels, data.label_names, data.task),
     }
+
+
+def without_identifiers(description: dict[str, Any]) -> dict[str, Any]:
+    """The description with file names dropped from the skip and leakage reports (counts stay).
+
+    File names can carry patient ids (NIH, MIMIC); the model record travels with the model
+    and is served, so it keeps counts only. The full report stays beside the run's outputs.
+    """
+    result = dict(description)
+    report = result.get("skip_report")
+    if isinstance(report, dict):
+        reasons = {reason: {"count": entry["count"]} for reason, entry in report.get("reasons", {}).items()}
+        result["skip_report"] = {**report, "reasons": reasons}
+    leakage = result.get("leakage")
+    if isinstance(leakage, dict):
+        result["leakage"] = {k: v for k, v in leakage.items() if k not in ("examples", "duplicate_examples")}
+    return result

@@ -16,6 +16,7 @@ from medcore.record import Task
 from trainer.data.labels import names_row
 from trainer.data.manifest import DataError, LabeledData
 from trainer.data.samples import SampleList, SplitPlan, assemble
+from trainer.data.tabular import classes_in_order
 from trainer.data.validation import Screen
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -61,7 +62,7 @@ def load_imagefolder(
         for file in ([entry] if entry.is_file() else sorted(f for f in entry.rglob("*") if f.is_file()))
         if not file.name.startswith(".")
     ]
-    classes = tuple(labels) if labels else tuple(sorted({name for _, name, _ in entries}))
+    classes = classes_in_order(sorted({name for _, name, _ in entries}), labels)
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class folder(s) {list(classes)}; at least two are needed")
     samples = SampleList(classes)

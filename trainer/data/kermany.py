@@ -1,4 +1,9 @@
-"""The Kermany chest X-ray folder layout: `{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg`."""
+"""The Kermany chest X-ray folder layout: `{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg`.
+
+Binary (pneumonia) by default; with `subtypes` the 3-class task normal / bacteria / virus, read
+from the Kermany file names (`person12_bacteria_45.jpeg`, `person7_virus_13.jpeg`). The three
+split folders are the official split; patients come from the file names.
+"""
 
 from __future__ import annotations
 
@@ -6,74 +11,69 @@ import hashlib
 import re
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
-from medcore.imaging.decode import READABLE_FORMATS
 from medcore.record import Task
-from trainer.data.manifest import SPLITS, DataError, LabeledData, LabeledSplit
+from trainer.data.manifest import SPLITS, DataError, LabeledData
+from trainer.data.samples import SampleList, SplitPlan, assemble
+from trainer.data.validation import Screen
 
-CLASS_FOLDERS = {"NORMAL": 0.0, "PNEUMONIA": 1.0}
+CLASS_FOLDERS = ("NORMAL", "PNEUMONIA")
 LABELS = ("pneumonia",)
+SUBTYPES = ("normal", "bacteria", "virus")
 # Kermany file names carry the patient: person123_virus_45, IM-0001-0001, NORMAL2-IM-1427-0001.
 _PATIENT = re.compile(r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)")
+_SUBTYPE = re.compile(r"_(bacteria|virus)_", re.IGNORECASE)
 
 
-def load_kermany(root: Path) -> LabeledData:
+def load_kermany(root: Path, *, subtypes: bool = False, screen: Screen | None = None) -> LabeledData:
     """Index the image files of every split (headers are checked; pixels are read later)."""
+    screen = screen or Screen()
     if not root.is_dir():
         raise DataError(f"Kermany folder {root} does not exist")
-    splits = {name: _split(root, name) for name in SPLITS}
-    listing = "\n".join(
-        f"{split.name}/{p.parent.name}/{p.name}" for split in splits.values() for p in split.paths or ()
-    )
+    samples = SampleList(("normal", "pneumonia") if not subtypes else SUBTYPES)
+    unknown: list[str] = []
+    for name in SPLITS:
+        for class_name, path in _files(root, name):
+            row = _row(class_name, path.name, subtypes)
+            if row is None:
+                unknown.append(f"{name}/{class_name}/{path.name}")
+                continue
+            match = _PATIENT.match(path.stem)
+            samples.add(f"{name}/{class_name}/{path.name}", (path,), row, match.group(1) if match else path.stem, name)
+    screen.reject("have no bacteria/virus subtype in the file name", unknown, len(samples) + len(unknown), "files")
     description = {
         "kind": "kermany",
         "path": str(root.resolve()),
-        "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+        "listing_sha256": hashlib.sha256("\n".join(samples.keys).encode()).hexdigest(),
+        "official_split": True,
+        "subtypes": subtypes,
     }
-    return LabeledData(Task.BINARY, LABELS, splits, description)
+    return assemble(samples, Task.MULTICLASS if subtypes else Task.BINARY, screen, SplitPlan(), description)
 
 
-def _split(root: Path, name: str) -> LabeledSplit:
+def _files(root: Path, name: str) -> list[tuple[str, Path]]:
     folder = root / name
     if not folder.is_dir():
         raise DataError(f"Kermany split folder {folder} does not exist; expected {', '.join(SPLITS)} under {root}")
     extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in CLASS_FOLDERS)
     if extra:
         raise DataError(f"{folder} holds unexpected folder {extra[0]!r}; allowed: {', '.join(CLASS_FOLDERS)}")
-    paths: list[Path] = []
-    labels: list[float] = []
-    for class_name, value in CLASS_FOLDERS.items():
+    files: list[tuple[str, Path]] = []
+    for class_name in CLASS_FOLDERS:
         class_dir = folder / class_name
         if not class_dir.is_dir():
             raise DataError(f"{folder} has no {class_name} folder; expected {', '.join(CLASS_FOLDERS)}")
-        files = sorted(p for p in class_dir.iterdir() if not p.name.startswith(".") and p.is_file())
-        for path in files:
-            _check_image(path)
-        paths.extend(files)
-        labels.extend([value] * len(files))
-    if not paths:
+        files.extend((class_name, p) for p in sorted(class_dir.iterdir()) if not p.name.startswith(".") and p.is_file())
+    if not files:
         raise DataError(f"split {name!r} at {folder} holds no images")
-    return LabeledSplit(
-        name=name,
-        labels=np.asarray(labels, dtype=np.float32)[:, None],
-        paths=tuple(paths),
-        patient_ids=tuple(_patient(p) for p in paths),
-    )
+    return files
 
 
-def _check_image(path: Path) -> None:
-    """Read only the header, so a stray non-image fails now and by name, not mid-epoch."""
-    try:
-        with Image.open(path) as image:
-            found = image.format
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-    if found not in READABLE_FORMATS:
-        raise DataError(f"image {path} is {found}; readable formats are {', '.join(READABLE_FORMATS)}")
-
-
-def _patient(path: Path) -> str:
-    match = _PATIENT.match(path.stem)
-    return match.group(1) if match else path.stem
+def _row(class_name: str, file_name: str, subtypes: bool) -> list[float] | None:
+    if not subtypes:
+        return [1.0, 0.0] if class_name == "NORMAL" else [0.0, 1.0]
+    if class_name == "NORMAL":
+        return [1.0, 0.0, 0.0]
+    match = _SUBTYPE.search(file_name)
+    if match is None:
+        return None
+    return [0.0, 1.0, 0.0] if match.group(1).lower() == "bacteria" else [0.0, 0.0, 1.0]

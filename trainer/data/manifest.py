@@ -22,10 +22,11 @@ class DataError(ValueError):
 class LabeledSplit:
     """One split of a dataset.
 
-    Images are either held in memory (`images`: uint8 [N, H, W] or [N, H, W, C]) or read from
-    files (`paths`). `labels` is float32 [N, L] in the dataset's canonical label order; NaN
-    marks a label that is not known for that sample (its loss is masked). `patient_ids`, when
-    known, allow patient-level splits; they are never logged.
+    Images are held in memory (`images`: uint8 [N, H, W] or [N, H, W, C]), read from one file
+    each (`paths`), or stacked from several files per sample (`channel_paths`: one file per
+    channel, or one multi-page TIFF). `labels` is float32 [N, L] in the dataset's canonical
+    label order; NaN marks a label that is not known for that sample (its loss is masked).
+    `patient_ids`, when known, allow patient-level splits; they are never logged.
     """
 
     name: str
@@ -33,10 +34,11 @@ class LabeledSplit:
     images: np.ndarray | None = None
     paths: tuple[Path, ...] | None = None
     patient_ids: tuple[str, ...] | None = None
+    channel_paths: tuple[tuple[Path, ...], ...] | None = None
 
     def __post_init__(self) -> None:
-        if (self.images is None) == (self.paths is None):
-            raise ValueError(f"split {self.name!r} needs exactly one of images or paths")
+        if sum(source is not None for source in (self.images, self.paths, self.channel_paths)) != 1:
+            raise ValueError(f"split {self.name!r} needs exactly one of images, paths or channel_paths")
         if self.labels.ndim != 2 or self.labels.dtype != np.float32:
             raise ValueError(
                 f"split {self.name!r}: labels must be float32 [N, L], got {self.labels.dtype} {list(self.labels.shape)}"
@@ -46,7 +48,7 @@ class LabeledSplit:
                 f"split {self.name!r}: images must be uint8 [N, H, W(, C)], "
                 f"got {self.images.dtype} {list(self.images.shape)}"
             )
-        count = len(self.images) if self.images is not None else len(self.paths or ())
+        count = len(self.images) if self.images is not None else len(self.paths or self.channel_paths or ())
         if count != len(self.labels):
             raise ValueError(f"split {self.name!r} has {count} images but {len(self.labels)} label rows")
         if self.patient_ids is not None and len(self.patient_ids) != count:
@@ -64,7 +66,14 @@ class LabeledSplit:
             images=None if self.images is None else self.images[idx],
             paths=None if self.paths is None else tuple(self.paths[i] for i in idx),
             patient_ids=None if self.patient_ids is None else tuple(self.patient_ids[i] for i in idx),
+            channel_paths=None if self.channel_paths is None else tuple(self.channel_paths[i] for i in idx),
         )
+
+    def files(self) -> tuple[tuple[Path, ...], ...] | None:
+        """Every sample's files (one path, or its channel files); None for in-memory images."""
+        if self.channel_paths is not None:
+            return self.channel_paths
+        return None if self.paths is None else tuple((p,) for p in self.paths)
 
     def summary(self) -> dict[str, Any]:
         """Counts only (no identifiers): size, positives and unknowns per label column."""

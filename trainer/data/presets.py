@@ -1,21 +1,26 @@
-"""Training augmentation presets: 8-bit Pillow image at model size in, same size out.
+"""Training augmentation presets: uint8 [H, W, C] pixels at model size in, same shape out.
 
 They run after medcore's resize (so geometry starts from exactly what evaluation sees) and
-before medcore's normalisation. Evaluation uses no preset at all: only medcore.
+before medcore's normalisation. Evaluation uses no preset at all: only medcore. Grayscale and
+RGB images are augmented as Pillow images; stacked microscopy channels as one uint8 tensor, so
+every channel gets the same crop, rotation and flip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from medcore.imaging.preprocess import is_single_image
 from medcore.record import Preprocessing
 from trainer.config import AugmentConfig
 
-Augment = Callable[[Image.Image], Image.Image]
+Augment = Callable[[np.ndarray], np.ndarray]
 
 _INTERPOLATION = {
     "nearest": InterpolationMode.NEAREST,
@@ -27,9 +32,11 @@ _INTERPOLATION = {
 
 
 class ClassificationPresetTrain:
-    """Random resized crop (area close to 1), small rotation, horizontal flip, optional jitter."""
+    """Random resized crop (area close to 1), small rotation, horizontal flip, random grayscale
+    (RGB only), optional brightness/contrast jitter (grayscale and RGB only)."""
 
     def __init__(self, recipe: Preprocessing, config: AugmentConfig) -> None:
+        self.single_image = is_single_image(recipe)
         size = (recipe.height, recipe.width)
         steps: list[Callable[..., object]] = []
         if config.crop_scale < 1.0:
@@ -46,13 +53,21 @@ class ClassificationPresetTrain:
             steps.append(T.RandomRotation(config.rotation, interpolation=InterpolationMode.BILINEAR, fill=0))
         if config.hflip > 0:
             steps.append(T.RandomHorizontalFlip(config.hflip))
-        if config.brightness > 0 or config.contrast > 0:
+        if config.grayscale > 0 and self.single_image and recipe.channels == 3:
+            steps.append(T.RandomGrayscale(config.grayscale))
+        if (config.brightness > 0 or config.contrast > 0) and self.single_image:
             steps.append(T.ColorJitter(brightness=config.brightness, contrast=config.contrast))
         self.transforms = T.Compose(steps) if steps else None
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if self.transforms is None:
-            return image
-        result = self.transforms(image)
-        assert isinstance(result, Image.Image)
-        return result
+            return pixels
+        if self.single_image:
+            image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+            result = self.transforms(image)
+            assert isinstance(result, Image.Image)
+            out = np.asarray(result)
+            return out[:, :, None] if out.ndim == 2 else out
+        tensor = self.transforms(torch.from_numpy(np.array(pixels, copy=True)).permute(2, 0, 1))  # cache: read-only
+        assert isinstance(tensor, torch.Tensor)
+        return np.ascontiguousarray(tensor.permute(1, 2, 0).numpy())

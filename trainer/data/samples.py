@@ -166,9 +166,7 @@ def _make_split(name: str, samples: SampleList, matrix: np.ndarray, idx: np.ndar
     patients = tuple(samples.patients[i] for i in idx)
     if not samples.stacked:
         return LabeledSplit(name=name, labels=matrix[idx], paths=tuple(f[0] for f in files), patient_ids=patients)
-    return LabeledSplit(  # type: ignore[call-arg]  # channel_paths: see manifest (multi-channel samples)
-        name=name, labels=matrix[idx], channel_paths=tuple(files), patient_ids=patients
-    )
+    return LabeledSplit(name=name, labels=matrix[idx], channel_paths=tuple(files), patient_ids=patients)
 
 
 def official_split(value: str, where: str) -> str:

@@ -7,6 +7,7 @@ split is furthest below its share of that stratum's images.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,40 +59,43 @@ def _strata(labels: np.ndarray, groups: Mapping[str, list[int]]) -> dict[int, li
 
 
 def leakage_report(splits: Mapping[str, LabeledSplit]) -> dict[str, Any]:
-    """Patients and files found in more than one split. Counts and file names only, no patient ids."""
-    report: dict[str, Any] = {"checked": True, "patients_in_several_splits": 0, "files_in_several_splits": 0}
+    """Patients found in more than one split, and samples found twice across splits (the same file, or for
+    in-memory arrays such as MedMNIST, byte-identical images). Counts and file names only, no patient ids."""
     seen_patients: dict[str, str] = {}
-    seen_files: dict[str, str] = {}
+    seen_samples: dict[str, str] = {}
     leaked_patients: set[str] = set()
     examples: list[str] = []
     duplicated: list[str] = []
     for name, split in splits.items():
-        keys = _sample_keys(split)
-        for i, key in enumerate(keys):
-            other = seen_files.setdefault(key, name)
-            if other != name:
-                duplicated.append(key)
+        for i, (identity, shown) in enumerate(_sample_keys(split)):
+            if seen_samples.setdefault(identity, name) != name:
+                duplicated.append(f"{shown} ({seen_samples[identity]} and {name})")
             if split.patient_ids is None:
                 continue
-            patient = split.patient_ids[i]
-            owner = seen_patients.setdefault(patient, name)
+            owner = seen_patients.setdefault(split.patient_ids[i], name)
             if owner != name:
-                leaked_patients.add(patient)
+                leaked_patients.add(split.patient_ids[i])
                 if len(examples) < 5:
-                    examples.append(f"{key} ({owner} and {name})")
+                    examples.append(f"{shown} ({owner} and {name})")
+    report: dict[str, Any] = {
+        "checked": True,
+        "patients_in_several_splits": len(leaked_patients),
+        "duplicates_across_splits": len(duplicated),
+    }
     if any(s.patient_ids is None for s in splits.values()):
-        report["note"] = "some splits carry no patient ids; only files were compared"
-    report["patients_in_several_splits"] = len(leaked_patients)
-    report["files_in_several_splits"] = len(duplicated)
+        report["note"] = "some splits carry no patient ids; only the samples themselves were compared"
     if leaked_patients:
         report["examples"] = examples
     if duplicated:
-        report["duplicate_files"] = first_few(duplicated)
+        report["duplicate_examples"] = first_few(duplicated)
     return report
 
 
-def _sample_keys(split: LabeledSplit) -> list[str]:
-    files = getattr(split, "channel_paths", None) or split.paths
+def _sample_keys(split: LabeledSplit) -> list[tuple[str, str]]:
+    """(identity, what to show) per sample: the file path(s), or a hash of an in-memory image."""
+    files = split.files()
     if files is None:
-        return [f"{split.name}[{i}]" for i in range(len(split))]  # in-memory arrays: nothing to compare
-    return [str(f) if not isinstance(f, tuple) else "+".join(map(str, f)) for f in files]
+        assert split.images is not None
+        hashes = (hashlib.sha1(image.tobytes()).hexdigest() for image in split.images)
+        return [(digest, f"{split.name}[{i}]") for i, digest in enumerate(hashes)]
+    return [("+".join(map(str, f)),) * 2 for f in files]

@@ -92,7 +92,7 @@ def _named(
     found = sorted({n for names in split for n in names})
     if resolved is Task.MULTILABEL:
         found = [n for n in found if n.lower() != "no finding"]
-    names = tuple(labels) if labels else tuple(found)
+    names = classes_in_order(found, labels) if resolved is not Task.MULTILABEL else tuple(labels or found)
     if resolved is None:
         resolved = Task.BINARY if len(names) == 2 else Task.MULTICLASS
     _check_classes(resolved, names)
@@ -117,3 +117,11 @@ def _check_classes(task: Task, names: tuple[str, ...]) -> None:
         raise DataError(f"a multi-class task needs at least two classes, got {list(names)}")
     if not names:
         raise DataError("the label column names no labels")
+
+
+def classes_in_order(found: Sequence[str], labels: Sequence[str] | None) -> tuple[str, ...]:
+    """The classes in `labels` order, else sorted. One given label with two classes found names the
+    positive class of a binary task (as a binary model's record does): (the other class, that label)."""
+    if labels and len(labels) == 1 and len(found) == 2 and labels[0] in found:
+        return (next(name for name in found if name != labels[0]), labels[0])
+    return tuple(labels) if labels else tuple(sorted(found))
