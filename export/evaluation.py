@@ -8,7 +8,8 @@ so ONNX and PyTorch results are comparable line by line ("for a fair comparison"
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from export.contract import INPUT_NAME, check_contract
 from export.metadata import read_record
 from medcore.imaging import stack_batch
 from medcore.record import ModelRecord, Task
-from trainer.config import DataConfig
+from trainer.config import DataConfig, build_config
 from trainer.data import DataError, LabeledData, ManifestDataset, load_data
 from trainer.data.manifest import sha256_file
 from trainer.metrics import binary_metrics
@@ -33,7 +34,22 @@ COMPARED = ("auroc", "accuracy", "sensitivity", "specificity", "f1")
 def data_config_from_record(
     record: ModelRecord, *, kind: str | None = None, path: str | Path | None = None, limit: int | None = None
 ) -> DataConfig:
-    """The dataset the model was trained on (from its record's provenance), with overrides."""
+    """The dataset the model was trained on (from its record's provenance), with overrides.
+
+    The full data section of the training config is used when the record carries it, so layout
+    options (uncertainty policy, channels, CSV columns, view filter...) are the ones trained with.
+    """
+    trained = record.provenance.config.get("data")
+    if isinstance(trained, Mapping) and trained.get("kind") and trained.get("path"):
+        config = build_config({"data": dict(trained)}).data
+        changes: dict[str, Any] = {"limit": limit}
+        if kind:
+            changes["kind"] = kind
+        if path:
+            changes["path"] = str(path)
+        elif not Path(config.path).exists() and record.provenance.data.get("path"):
+            changes["path"] = str(record.provenance.data["path"])  # trained from another working directory
+        return replace(config, **changes)
     recorded = record.provenance.data
     kind = kind or recorded.get("kind")
     path = path or recorded.get("path")
