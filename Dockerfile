@@ -25,7 +25,7 @@ USER 10001
 EXPOSE 8000
 ENV SERVE_HOST=0.0.0.0 \
     SERVE_PORT=8000 \
-    SERVE_MODEL_PATH=/app/models/pneumoniamnist-convnext/model.onnx
+    SERVE_MODEL_PATH=/app/models/pneumoniamnist-convnext_atto/1.0.0/model.onnx
 
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2).status == 200 else 1)"]

@@ -29,6 +29,10 @@ ONNX_METADATA_KEY = "medimaging.model_record"
 ONNX_INPUT_NAME = "input"
 ONNX_OUTPUT_NAME = "probabilities"
 ONNX_BATCH_AXIS = "batch"
+# Optional second output: class-activation maps [batch, L, h, w] whose spatial mean is each label's logit.
+ONNX_HEATMAP_OUTPUT_NAME = "heatmaps"
+# Model directory layout read by the service: MODELS/<name>/<version>/<file>, one file per variant.
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
 class RecordError(ValueError):
@@ -97,6 +101,23 @@ class Preprocessing(_Strict):
         return data
 
 
+Variant = Literal["fp32", "fp16", "int8"]
+
+
+class IntendedUse(_Strict):
+    """What the model is for, and the DICOM attributes an input must have to be inside that use.
+
+    A `None` tuple means "not restricted". Values compare case-insensitively with the DICOM tags
+    Modality (0008,0060), BodyPartExamined (0018,0015) and ViewPosition (0018,5101).
+    """
+
+    description: str = ""
+    modalities: tuple[str, ...] | None = None
+    body_parts: tuple[str, ...] | None = None
+    view_positions: tuple[str, ...] | None = None
+    out_of_scope: tuple[str, ...] = ()
+
+
 class Provenance(_Strict):
     """Where the model came from: data, code, configuration and measured metrics."""
 
@@ -120,6 +141,11 @@ class ModelRecord(_Strict):
     thresholds: dict[str, float]
     preprocessing: Preprocessing
     provenance: Provenance
+    intended_use: IntendedUse = Field(default_factory=IntendedUse)
+    # Which numeric variant this file is, and how it compared with the fp32 reference when made
+    # (e.g. {"max_abs_diff": 3e-4, "decision_agreement": 1.0, "images": 64, "tolerance": 1e-2}).
+    variant: Variant = "fp32"
+    parity: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelRecord:

@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from medcore.imaging import DEFAULT_MAX_PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_MODEL = REPO_ROOT / "models" / "pneumoniamnist-convnext" / "model.onnx"
+MODEL_DIR = REPO_ROOT / "models"
+BUNDLED_MODEL = MODEL_DIR / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.onnx"
 
 Provider = Literal["auto", "cpu", "cuda"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]

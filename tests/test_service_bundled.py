@@ -1,4 +1,4 @@
-"""The bundled default model, served as shipped; skipped until models/pneumoniamnist-convnext/model.onnx exists."""
+"""The bundled default model, served as shipped; skipped until its model.onnx exists."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     settings = Settings()
-    assert settings.model_path == REPO / "models" / "pneumoniamnist-convnext" / "model.onnx" == BUNDLED_MODEL
+    bundled = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.onnx"
+    assert settings.model_path == bundled == BUNDLED_MODEL
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
     assert (settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_limit) == (16, 5.0, 256)
     assert settings.max_body_bytes == 20 * 1024 * 1024
