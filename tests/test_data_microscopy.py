@@ -17,11 +17,11 @@ from PIL import Image
 
 from medcore.imaging import ImageDecodeError, decode_channels, load_model_input, load_stacked_input
 from medcore.record import Preprocessing, Task
+from trainer.augment import ClassificationPresetTrain
 from trainer.config import AugmentConfig, DataConfig, PreprocessingConfig
 from trainer.data import ManifestDataset, load_data, make_dataset
 from trainer.data.manifest import DataError
 from trainer.data.microscopy import load_microscopy
-from trainer.data.presets import ClassificationPresetTrain
 from trainer.data.samples import SplitPlan
 from trainer.data.validation import Screen
 from trainer.recipe import resolve_recipe

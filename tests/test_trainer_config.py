@@ -97,3 +97,25 @@ def test_bundled_config_is_valid() -> None:
         28,
         "center_square",
     )
+
+
+def test_config_data_and_help_never_import_torch() -> None:
+    """Config parsing, the data layer and `--help` stay torch-free (export and describe rely on it; --help is fast)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainer.config, trainer.data, trainer.data.describe, trainer.cli, trainer.recipe\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
+        "assert not loaded, loaded[:5]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for argv in (["--help"], ["train", "--help"], ["describe", "--help"]):
+        code = (
+            "import sys, runpy\n"
+            f"sys.argv = ['trainer', *{argv!r}]\n"
+            "try:\n    runpy.run_module('trainer', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert "usage:" in result.stdout

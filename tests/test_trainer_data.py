@@ -11,10 +11,10 @@ from trainer_support import PNEUMONIAMNIST, kermany_files, make_kermany_tree
 
 from medcore.imaging import load_model_input, preprocess_image
 from medcore.record import Preprocessing, Task
+from trainer.augment import ClassificationPresetTrain
 from trainer.config import AugmentConfig, DataConfig, PreprocessingConfig
 from trainer.data import DataError, ManifestDataset, load_data
 from trainer.data.kermany import load_kermany
-from trainer.data.presets import ClassificationPresetTrain
 from trainer.recipe import resolve_recipe
 
 RECIPE = Preprocessing(height=28, width=28, channels=1, mean=(0.57,), std=(0.17,))

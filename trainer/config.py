@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from medcore.record import MAX_CHANNELS, Interpolation
-from trainer.models import ARCHITECTURES
+from trainer.architectures import ARCHITECTURES
 from trainer.thresholds import THRESHOLD_POLICIES
 
 DATA_KINDS = ("medmnist", "kermany", "nih", "mimic", "chexpert", "csv", "imagefolder", "microscopy")
@@ -115,7 +115,7 @@ class PreprocessingConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training-only augmentation, applied to the resized 8-bit image (see trainer.data.presets)."""
+    """Training-only augmentation, applied to the resized 8-bit image (see trainer.augment)."""
 
     hflip: float = 0.5  # probability
     rotation: float = 10.0  # degrees, uniform in [-rotation, rotation]

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from medcore.record import ModelRecord, Preprocessing
+from trainer.augment import ClassificationPresetTrain
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainConfig
 from trainer.data import LabeledData, ManifestDataset, make_dataset
-from trainer.data.presets import ClassificationPresetTrain
 from trainer.engine import Batches
 from trainer.loss import build_criterion
 from trainer.models import ModelSpec, build_model, load_local_weights
@@ -117,7 +117,7 @@ def make_loader(
 ) -> Batches:
     workers = config.data.num_workers
     return DataLoader(
-        dataset,
+        cast(Dataset[tuple[torch.Tensor, torch.Tensor]], dataset),  # map-style: __len__ and __getitem__
         batch_size=config.batch_size,
         sampler=sampler,
         num_workers=workers,

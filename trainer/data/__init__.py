@@ -15,9 +15,8 @@ import numpy as np
 from medcore.record import Preprocessing
 from trainer.config import DATA_KINDS, DataConfig
 from trainer.data.cache import DEFAULT_CACHE_DIR, load_cache
-from trainer.data.dataset import ManifestDataset
+from trainer.data.dataset import Augment, ManifestDataset
 from trainer.data.manifest import SPLITS, DataError, LabeledData, LabeledSplit
-from trainer.data.presets import Augment
 from trainer.data.sources import READERS
 from trainer.data.validation import Screen
 

@@ -1,21 +1,31 @@
-"""The torch Dataset over any LabeledSplit: evaluation through medcore alone, training with augmentation."""
+"""The Dataset over any LabeledSplit: evaluation through medcore alone, training with augmentation.
+
+Torch-free at import (a map-style dataset needs no base class); only `__getitem__` makes tensors,
+for a DataLoader, which has already imported torch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from medcore.imaging import ImageError, load_model_input, load_stacked_input, preprocess_image
 from medcore.imaging.preprocess import normalize
 from medcore.record import Preprocessing
 from trainer.data.cache import CachedSplit, resized_pixels
 from trainer.data.manifest import DataError, LabeledSplit
-from trainer.data.presets import Augment
+
+if TYPE_CHECKING:
+    import torch
+
+# A training augmentation: uint8 [H, W, C] pixels at model size in, same shape out (trainer.augment).
+Augment = Callable[[np.ndarray], np.ndarray]
 
 
-class ManifestDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class ManifestDataset:
     """Yields (float32 CHW input, float32 [L] labels with NaN for unknown).
 
     Without `augment` every input comes from medcore's `load_model_input` (files),
@@ -67,9 +77,16 @@ class ManifestDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         pixels = self.resized_pixels(index)
         return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 CHW input, float32 [L] labels) as numpy arrays."""
         if self.augment is None:
             pixels = self.model_input(index)
         else:
             pixels = normalize(self.augment(self.resized_pixels(index)), self.recipe)
-        return torch.from_numpy(pixels), torch.from_numpy(self.split.labels[index])
+        return pixels, self.split.labels[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch  # only ever called by a DataLoader or a test, where torch is loaded anyway
+
+        pixels, labels = self.sample(index)
+        return torch.from_numpy(pixels), torch.from_numpy(labels)

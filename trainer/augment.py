@@ -20,8 +20,6 @@ from medcore.imaging.preprocess import is_single_image
 from medcore.record import Preprocessing
 from trainer.config import AugmentConfig
 
-Augment = Callable[[np.ndarray], np.ndarray]
-
 _INTERPOLATION = {
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
