@@ -13,10 +13,14 @@ from service.api import api_router
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.errors import install_error_handlers
+from service.auth import install_auth
+from service.docs import install_docs
 from service.limits import BodyLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.model import LoadedModel, load_model
+from service.request_context import RequestContextMiddleware
 from service.runtime import Runtime
+from service.ui import ui_router
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_batch=metrics.observe_batch,
         )
         record = model.record
-        metrics.model_info.info(
-            {"name": record.name, "version": record.version, "task": record.task, "provider": model.provider}
+        metrics.set_model_info(
+            name=record.name, version=record.version, provider=model.provider, variant=record.variant
         )
         metrics.track_queue_depth(lambda: batcher.depth)
         decoder = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
@@ -63,13 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Classify one image per request with the exported model; not a certified medical device.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # service.docs serves /docs and /redoc from local files
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(ui_router)  # GET / (the web page), its assets, the model card
+    install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: also counts 413s
+    install_auth(app, settings, metrics)  # before any body is read
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # also counts 401s and 413s
+    app.add_middleware(RequestContextMiddleware)  # outermost: request id and access log for everything
     return app
 
 

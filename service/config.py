@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from medcore.imaging import DEFAULT_MAX_PIXELS
 
@@ -17,6 +17,9 @@ BUNDLED_MODEL = MODEL_DIR / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.on
 
 Provider = Literal["auto", "cpu", "cuda"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+Variant = Literal["auto", "fp32", "fp16", "int8"]
+LogFormat = Literal["json", "text"]
+RouteGroup = Literal["health", "metrics", "docs", "ui"]
 
 
 class Settings(BaseSettings):
@@ -24,7 +27,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SERVE_", frozen=True, protected_namespaces=())
 
-    model_path: Path = Field(default=BUNDLED_MODEL, description="ONNX file with the model record in its metadata")
+    model_dir: Path = Field(default=MODEL_DIR, description="model directory: <name>/<version>/model.onnx (+ variants)")
+    model_path: Path | None = Field(default=None, description="serve this one ONNX file instead of model_dir")
+    default_model: str | None = Field(default=None, description="'name' or 'name/version'; else the only/first one")
+    variant: Variant = Field(default="auto", description="auto (fp16 on CUDA when present, else fp32), fp32, fp16, int8")
+    deadline_ms: float = Field(default=2000.0, gt=0, description="work still queued this long after arrival: 503")
+    max_pending: int = Field(default=64, ge=1, description="predict requests being read, decoded or queued before 503")
+    max_files: int = Field(default=16, ge=1, description="most `file` parts in one multipart request")
+    drain_timeout_s: float = Field(default=15.0, ge=0, description="on SIGTERM, how long queued work may drain")
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
     max_batch_size: int = Field(default=16, ge=1, description="most images merged into one onnxruntime call")
@@ -33,18 +43,47 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="largest request body")
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb guard")
     provider: Provider = "auto"
-    intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
+    intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = one per usable core")
     decode_threads: int = Field(default=0, ge=0, description="images decoded at once; 0 = one per usable core")
     log_level: LogLevel = "info"
+    log_format: LogFormat = Field(default="json", description="json: one JSON object per line; text: for a terminal")
+    api_keys: SecretStr = Field(default=SecretStr(""), description="comma-separated API keys; empty = no auth")
+    api_keys_file: FilePath | None = Field(default=None, description="file with one API key per line (# comments)")
+    auth_open_routes: Annotated[tuple[RouteGroup, ...], NoDecode] = Field(
+        default=("health", "metrics"), description="route groups open without a key: health, metrics, docs, ui"
+    )
+    limit_concurrency: int | None = Field(
+        default=512, ge=1, description="uvicorn: connections + tasks at once before it answers 503"
+    )
+    timeout_keep_alive_s: int = Field(default=5, ge=1, description="uvicorn: close idle keep-alive connections after")
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="uvicorn (h11_max_incomplete_event_size): largest request head"
+    )
+    ssl_certfile: FilePath | None = Field(default=None, description="serve HTTPS with this PEM certificate")
+    ssl_keyfile: FilePath | None = Field(default=None, description="the certificate's PEM private key")
+
+    @field_validator("auth_open_routes", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
 
     @property
     def decode_workers(self) -> int:
-        if self.decode_threads:
-            return self.decode_threads
-        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-        return len(usable)
+        return self.decode_threads or usable_cores()
 
-    @field_validator("provider", "log_level", mode="before")
+    @property
+    def inference_threads(self) -> int:
+        return self.intra_op_threads or usable_cores()
+
+    @field_validator("provider", "log_level", "variant", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(usable))

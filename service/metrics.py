@@ -5,11 +5,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+DECODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED_ROUTE = "unmatched"
+# Why work was refused before it reached the model (`serve_rejections_total{reason}`); all start at 0.
+REJECTION_REASONS = (
+    "queue_full",  # the batcher's queue is at SERVE_QUEUE_LIMIT
+    "overloaded",  # admission: SERVE_MAX_PENDING requests are already being read, decoded or queued
+    "deadline",  # still queued when SERVE_DEADLINE_MS passed
+    "not_ready",  # warming up
+    "draining",  # shutting down after SIGTERM
+    "body_too_large",
+    "unauthorized",  # no API key
+    "forbidden",  # a wrong API key
+)
 
 
 class ServiceMetrics:
@@ -23,24 +36,49 @@ class ServiceMetrics:
         self.request_latency = Histogram(
             "serve_request_latency_seconds", "HTTP request latency", ["route"], registry=self.registry
         )
+        self.in_flight = Gauge("serve_in_flight", "HTTP requests being served now", registry=self.registry)
         self.preprocess = Histogram(
             "serve_preprocess_seconds", "Decode and preprocess time per image", registry=self.registry
+        )
+        self.decode = Histogram(
+            "serve_decode_seconds",
+            "Time a decode thread spent turning one upload into the model's input tensor",
+            buckets=DECODE_BUCKETS,
+            registry=self.registry,
         )
         self.queue_wait = Histogram(
             "serve_queue_wait_seconds", "Time an image waited for its batch to start", registry=self.registry
         )
-        self.inference = Histogram(
-            "serve_inference_seconds", "onnxruntime time per batch", registry=self.registry
-        )
+        self.inference = Histogram("serve_inference_seconds", "onnxruntime time per batch", registry=self.registry)
         self.batch_size = Histogram(
             "serve_batch_size", "Images per onnxruntime call", buckets=BATCH_SIZE_BUCKETS, registry=self.registry
         )
         self.queue_depth = Gauge("serve_queue_depth", "Images waiting for the model", registry=self.registry)
-        self.model_info = Info("serve_model", "The model being served", registry=self.registry)
+        self.rejections = Counter(
+            "serve_rejections", "Requests refused before inference, by reason", ["reason"], registry=self.registry
+        )
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+        self.model_info = Gauge(
+            "serve_model_info",
+            "1 for each model being served",
+            ["name", "version", "provider", "variant"],
+            registry=self.registry,
+        )
 
     def observe_batch(self, size: int, inference_s: float) -> None:
         self.batch_size.observe(size)
         self.inference.observe(inference_s)
+
+    def observe_decode(self, seconds: float) -> None:
+        self.decode.observe(seconds)
+
+    def reject(self, reason: str) -> None:
+        """Count one refusal; `reason` comes from the code (REJECTION_REASONS), never from the client."""
+        self.rejections.labels(reason).inc()
+
+    def set_model_info(self, *, name: str, version: str, provider: str, variant: str) -> None:
+        self.model_info.labels(name, version, provider, variant).set(1)
 
     def track_queue_depth(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
@@ -49,8 +87,25 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+def route_label(scope: Scope) -> str:
+    """The matched route's template: bounded, whatever path the client sent.
+
+    The router stores the route in the scope. A request refused by a middleware before routing
+    (401, 413, 503) is matched here against the app's routes, so it still gets its route's label.
+    """
+    route = scope.get("route")
+    if route is None:
+        router = getattr(scope.get("app"), "router", None)
+        for candidate in getattr(router, "routes", ()):
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                route = candidate
+                break
+    return str(getattr(route, "path", UNMATCHED_ROUTE))
+
+
 class RequestMetricsMiddleware:
-    """Pure ASGI: count every HTTP request by route template and status, and time it."""
+    """Pure ASGI: count every HTTP request by route template and status, time it, and gauge those in flight."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -69,11 +124,11 @@ class RequestMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            # The router records the matched route in the scope; its template keeps label cardinality bounded.
-            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            self.metrics.in_flight.dec()
+            route = route_label(scope)
             self.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
             self.metrics.requests.labels(route, str(status)).inc()
-

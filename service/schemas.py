@@ -8,10 +8,11 @@ from medcore.record import Task
 
 
 class ErrorBody(BaseModel):
-    """Every error: a stable machine-readable `code` and a human `detail`."""
+    """Every error: a stable machine-readable `code`, a human `detail` and the request's id (`X-Request-ID`)."""
 
     code: str = Field(examples=["not_an_image"])
     detail: str = Field(examples=["not an image in a readable format (PNG, JPEG, TIFF, BMP)"])
+    request_id: str | None = Field(default=None, examples=["3f2b8c1e9a7d4e5f8a6b0c1d2e3f4a5b"])
 
 
 class ModelSummary(BaseModel):

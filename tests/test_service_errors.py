@@ -47,7 +47,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert set(body) == {"code", "detail"}
+    assert set(body) == {"code", "detail", "request_id"}
+    assert body["request_id"] == response.headers["x-request-id"]
     assert body["code"] == code
     assert body["detail"]
 

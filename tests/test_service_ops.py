@@ -37,7 +37,9 @@ def test_ready_only_after_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
         assert client.get("/health/live").json() == {"status": "alive"}
         before = client.get("/health/ready")
         assert before.status_code == 503
-        assert before.json() == {"code": "not_ready", "detail": "the model is not ready: warming up"}
+        body = before.json()
+        assert body.pop("request_id") == before.headers["x-request-id"]
+        assert body == {"code": "not_ready", "detail": "the model is not ready: warming up"}
         gate.open.set()
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="readiness")
         assert client.get("/health/ready").json() == {"status": "ready"}
@@ -86,7 +88,7 @@ def test_metrics_count_requests_by_route_and_status(server: RunningServer) -> No
     buckets = {dict(labels)["le"] for name, labels in after if name == "serve_batch_size_bucket"}
     assert buckets == {str(float(bound)) for bound in BATCH_SIZE_BUCKETS} | {"+Inf"}
     assert sample(after, "serve_queue_depth") == 0
-    info = {"name": "tiny-test", "version": "0.0.1", "task": "binary", "provider": "CPUExecutionProvider"}
+    info = {"name": "tiny-test", "version": "0.0.1", "provider": "CPUExecutionProvider", "variant": "fp32"}
     assert sample(after, "serve_model_info", **info) == 1
 
 
