@@ -1,23 +1,188 @@
-"""`python -m service`: read the settings from the environment and run uvicorn."""
+"""`python -m service`: read the `SERVE_*` settings and run uvicorn; `--help` lists them, `--check` tests them.
+
+`--check` runs the app's own start-up (model loading and warm-up) without opening a port, asks the app's
+readiness probe, and exits 0 or 1 with one line saying why. Bad settings, a bad key file or TLS half
+configured end in one line on stderr and a non-zero exit, before anything starts.
+"""
 
 from __future__ import annotations
 
-import logging
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any, Literal, get_args, get_origin
 
-import uvicorn
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic_core import PydanticUndefined
 
-from service.app import create_app
 from service.config import Settings
 
+CHECK_TIMEOUT_S = 300.0
+EXIT_BAD_SETTINGS = 2
 
-def main() -> None:
+
+def settings_table() -> str:
+    """One line per setting: name, environment variable, default, description."""
+    rows = [("setting", "environment variable", "default", "description")]
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            shown = "(empty)" if not default.get_secret_value() else "(set)"
+        elif default is PydanticUndefined or default is None:
+            shown = "-"
+        elif isinstance(default, tuple):
+            shown = ",".join(map(str, default))
+        else:
+            shown = str(default)
+        description = field.description or ""
+        if get_origin(field.annotation) is Literal:
+            description = f"{description}; one of {', '.join(map(str, get_args(field.annotation)))}".lstrip("; ")
+        rows.append((name, f"{prefix}{name}".upper(), shown, description))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return "\n".join(
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}".rstrip() for row in rows
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve the exported models over HTTP. Every setting is a SERVE_* environment variable:",
+        epilog=settings_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="load the models, run warm-up, print one line and exit 0 (ok) or 1"
+    )
+    return parser.parse_args(argv)
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; invalid ones exit with one line naming each variable."""
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as exc:
-        raise SystemExit(f"invalid SERVE_* settings:\n{exc}") from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+        prefix = str(Settings.model_config.get("env_prefix", ""))
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{prefix}{field.upper()} ({field}): {error['msg']}")
+        raise SystemExit(f"invalid SERVE_* settings: {'; '.join(problems)}") from None
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's own limits and TLS from the settings; logging stays ours (`service.logs`)."""
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        raise SystemExit("invalid SERVE_* settings: set both SERVE_SSL_CERTFILE and SERVE_SSL_KEYFILE, or neither")
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "log_level": settings.log_level,
+        "access_log": False,  # RequestContextMiddleware writes the access line
+        "server_header": False,
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+    }
+
+
+async def _asgi_get(app: Any, path: str) -> tuple[int, bytes]:
+    """One GET through the ASGI app in this process (no socket): status and body."""
+    messages: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 0),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+async def check(settings: Settings) -> tuple[bool, str]:
+    """Start the app as the server would (models, warm-up), then ask its probes; (ok, one-line reason)."""
+    from service.app import create_app
+
+    try:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            deadline = time.monotonic() + CHECK_TIMEOUT_S
+            while True:
+                status, body = await _asgi_get(app, "/health/ready")
+                if status == 200:
+                    return True, f"ok: {await _describe_models(app)} loaded and warmed up"
+                live_status, live_body = await _asgi_get(app, "/health/live")
+                if live_status != 200:
+                    return False, f"failed: {_detail(live_body)}"
+                if time.monotonic() > deadline:
+                    return False, f"failed: not ready after {CHECK_TIMEOUT_S:.0f} s: {_detail(body)}"
+                await asyncio.sleep(0.05)
+    except Exception as exc:  # a bad key file, or a model that cannot load (raised out of the lifespan)
+        return False, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+async def _describe_models(app: Any) -> str:
+    status, body = await _asgi_get(app, "/v1/models")
+    if status == 200:
+        models = json.loads(body).get("models", [])
+        names = [f"{m['name']} {m['version']} ({m.get('variant', '?')}, {m.get('provider', '?')})" for m in models]
+        return f"{len(names)} model(s): {', '.join(names)}"
+    status, body = await _asgi_get(app, "/model")
+    record = json.loads(body) if status == 200 else {}
+    return f"model {record.get('name', '?')} {record.get('version', '?')}"
+
+
+def _detail(body: bytes) -> str:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")[:200]
+    return str(parsed.get("detail") or parsed.get("error") or parsed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = load_settings()
+    from service.auth import ApiKeyConfigError
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    if args.check:
+        ok, reason = asyncio.run(check(settings))
+        print(reason)
+        sys.exit(0 if ok else 1)
+    options = uvicorn_options(settings)
+    import uvicorn
+
+    from service.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ApiKeyConfigError as exc:
+        raise SystemExit(f"invalid SERVE_* settings: {exc}") from None
+    uvicorn.run(app, **options)
 
 
 if __name__ == "__main__":

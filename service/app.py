@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import api_router
+from service.auth import install_auth
 from service.batching import MicroBatcher
 from service.config import Settings
-from service.errors import install_error_handlers
-from service.auth import install_auth
 from service.docs import install_docs
+from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.model import LoadedModel, load_model

@@ -35,17 +35,17 @@ class Settings(BaseSettings):
     max_pending: int = Field(default=64, ge=1, description="predict requests being read, decoded or queued before 503")
     max_files: int = Field(default=16, ge=1, description="most `file` parts in one multipart request")
     drain_timeout_s: float = Field(default=15.0, ge=0, description="on SIGTERM, how long queued work may drain")
-    host: str = "0.0.0.0"
-    port: int = Field(default=8000, ge=0, le=65535)
+    host: str = Field(default="0.0.0.0", description="address to bind; 127.0.0.1 behind a local TLS proxy")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 picks a free one")
     max_batch_size: int = Field(default=16, ge=1, description="most images merged into one onnxruntime call")
     max_batch_delay_ms: float = Field(default=5.0, ge=0, description="longest wait for a batch to fill")
     queue_limit: int = Field(default=256, ge=1, description="images waiting for the model before 503")
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="largest request body")
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb guard")
-    provider: Provider = "auto"
+    provider: Provider = Field(default="auto", description="onnxruntime execution provider")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = one per usable core")
     decode_threads: int = Field(default=0, ge=0, description="images decoded at once; 0 = one per usable core")
-    log_level: LogLevel = "info"
+    log_level: LogLevel = Field(default="info", description="lowest level logged")
     log_format: LogFormat = Field(default="json", description="json: one JSON object per line; text: for a terminal")
     api_keys: SecretStr = Field(default=SecretStr(""), description="comma-separated API keys; empty = no auth")
     api_keys_file: FilePath | None = Field(default=None, description="file with one API key per line (# comments)")

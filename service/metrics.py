@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -91,17 +93,41 @@ def route_label(scope: Scope) -> str:
     """The matched route's template: bounded, whatever path the client sent.
 
     The router stores the route in the scope. A request refused by a middleware before routing
-    (401, 413, 503) is matched here against the app's routes, so it still gets its route's label.
+    (401, 413, 503) is matched here against the app's route templates, so it keeps its route's label.
     """
     route = scope.get("route")
-    if route is None:
-        router = getattr(scope.get("app"), "router", None)
-        for candidate in getattr(router, "routes", ()):
-            match, _ = candidate.matches(scope)
-            if match is Match.FULL:
-                route = candidate
-                break
-    return str(getattr(route, "path", UNMATCHED_ROUTE))
+    if route is not None:
+        return str(getattr(route, "path", UNMATCHED_ROUTE))
+    app = scope.get("app")
+    if app is None:
+        return UNMATCHED_ROUTE
+    method = scope.get("method", "GET")
+    for template, pattern, methods in _route_table(app):
+        if pattern.match(scope["path"]) and (not methods or method in methods):
+            return template
+    return UNMATCHED_ROUTE
+
+
+def _route_table(app: Any) -> list[tuple[str, re.Pattern[str], frozenset[str]]]:
+    """(template, compiled pattern, methods) for every HTTP route of `app`, built once per app."""
+    table: list[tuple[str, re.Pattern[str], frozenset[str]]] | None = getattr(app.state, "route_table", None)
+    if table is None:
+        table = []
+        for entry in _flat_routes(app.routes):
+            template = getattr(entry, "path_format", None) or getattr(entry, "path", None)
+            if isinstance(template, str) and template.startswith("/"):
+                pattern, _, _ = compile_path(template)
+                table.append((template, pattern, frozenset(getattr(entry, "methods", None) or ())))
+        app.state.route_table = table
+    return table
+
+
+def _flat_routes(routes: Any) -> list[Any]:
+    try:  # FastAPI >= 0.160 keeps included routers as nested entries; this lists their routes
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return list(routes)
+    return list(iter_route_contexts(routes))
 
 
 class RequestMetricsMiddleware:

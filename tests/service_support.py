@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
+import os
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -231,3 +236,57 @@ class Gate:
     def close(self) -> None:
         self.entered.clear()
         self.open.clear()
+
+
+@dataclass
+class ServiceProcess:
+    """`python -m service` in a subprocess: its URL and every line it wrote to stderr (JSON logs)."""
+
+    url: str
+    process: subprocess.Popen[str]
+    lines: list[str]
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+
+@contextmanager
+def service_process(env: dict[str, str], *, wait_ready: bool = True) -> Iterator[ServiceProcess]:
+    """Run the real entry point on a free loopback port (SERVE_PORT=0; the port is read from its log)."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("SERVE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**clean, "SERVE_HOST": "127.0.0.1", "SERVE_PORT": "0", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    assert process.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+
+        def started() -> bool:
+            return process.poll() is not None or any("Uvicorn running on" in line for line in lines)
+
+        wait_until(started, what="python -m service to start", timeout_s=60)
+        match = next((re.search(r"http://127\.0\.0\.1:(\d+)", ln) for ln in lines if "Uvicorn running on" in ln), None)
+        if match is None:
+            raise RuntimeError("python -m service did not start:\n" + "".join(lines))
+        running = ServiceProcess(f"http://127.0.0.1:{match.group(1)}", process, lines)
+        if wait_ready:
+            wait_until(lambda: _get_status(running.url, "/health/ready") == 200, what="/health/ready", timeout_s=60)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        reader.join(10)
