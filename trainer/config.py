@@ -177,10 +177,31 @@ class ThresholdConfig:
 
     policy: str = "youden"
     value: float = 0.5  # used by the "fixed" policy
+    beta: float = 2.0  # F-beta (policy "fbeta" and the reported metric): recall weighs beta times precision
+    target_sensitivity: float = 0.95  # used by the "sensitivity" policy
 
     def __post_init__(self) -> None:
         _choice("threshold policy", self.policy, THRESHOLD_POLICIES)
         _within("threshold.value", self.value, 0.0, 1.0)
+        _within("threshold.beta", self.beta, 0.0, 100.0, open_low=True)
+        _within("threshold.target_sensitivity", self.target_sensitivity, 0.0, 1.0, open_low=True)
+
+
+@dataclass
+class ReportConfig:
+    """What the final evaluation adds to the point metrics (trainer.report)."""
+
+    bootstrap: int = 1000  # resamples for the test metrics' confidence intervals
+    ci_level: float = 0.95
+    bootstrap_seed: int = 0
+    calibration_bins: int = 15
+    temperature_scaling: bool = False  # fit a temperature on val and fold it into the model's last layer
+    tensorboard: bool = False  # also log the epochs to output_dir/tensorboard (needs the tensorboard package)
+
+    def __post_init__(self) -> None:
+        _within("report.bootstrap", self.bootstrap, 1, 1_000_000)
+        _within("report.ci_level", self.ci_level, 0.0, 0.999, open_low=True)
+        _within("report.calibration_bins", self.calibration_bins, 1, 1000)
 
 
 @dataclass
@@ -195,6 +216,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     epochs: int = 10
     batch_size: int = 64
     device: str = "auto"

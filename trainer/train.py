@@ -17,11 +17,12 @@ from trainer.config import TrainConfig, save_config
 from trainer.data import LabeledData, load_data, make_dataset
 from trainer.data.describe import without_identifiers
 from trainer.engine import EpochStats, evaluate, train_one_epoch
-from trainer.metrics import primary_score, task_metrics
+from trainer.metrics import headline_accuracy, primary_score, task_metrics
 from trainer.recipe import resolve_recipe
-from trainer.report import write_report
+from trainer.report import ReportSettings, write_history, write_report
 from trainer.run import Run, build_run, make_loader, to_checkpoint
 from trainer.runtime import seed_everything
+from trainer.temperature import temperature_scale
 from trainer.thresholds import choose_thresholds
 
 logger = logging.getLogger("trainer")
@@ -94,14 +95,16 @@ def _run_epoch(run: Run, epoch: int) -> None:
     task, labels = run.data.task, run.data.label_names
     val = evaluate(run.eval_model, run.eval_criterion, run.val_loader, run.precision, progress=config.progress,
                    softmax=task is Task.MULTICLASS)  # fmt: skip
-    thresholds = choose_thresholds(task is Task.MULTICLASS, val.labels, val.prob, labels, config.threshold.policy,
-                                   config.threshold.value)  # fmt: skip
-    val_metrics = task_metrics(task, val.labels, val.prob, thresholds, labels)
+    rule = config.threshold
+    thresholds = choose_thresholds(task is Task.MULTICLASS, val.labels, val.prob, labels, rule.policy, rule.value,
+                                   beta=rule.beta, target=rule.target_sensitivity)  # fmt: skip
+    val_metrics = task_metrics(task, val.labels, val.prob, thresholds, labels, beta=rule.beta)
     score = primary_score(task, val_metrics)
     improved = run.best_epoch is None or (score is not None and (run.best_score is None or score > run.best_score))
     if improved:
         run.best_score, run.best_epoch = score, epoch
     run.history.append(_history_row(epoch, stats, val.loss, val_metrics))
+    write_history(run.output_dir, run.history)
     _log_epoch(run, epoch, stats, val.loss, val_metrics, improved)
     checkpoint = to_checkpoint(run, epoch, thresholds, {"epoch": epoch, "val": val_metrics})
     if improved:
@@ -115,7 +118,7 @@ def _history_row(epoch: int, stats: EpochStats, val_loss: float, val: dict[str, 
         "train_loss": stats.loss,
         "val_loss": val_loss,
         "val_auroc": val.get("auroc", val.get("macro_auroc")),
-        "val_accuracy": val["accuracy"],
+        "val_accuracy": headline_accuracy(val),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
         "threshold": val.get("threshold"),
         "lr": stats.lr,
@@ -137,6 +140,9 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
         result = evaluate(model, run.eval_criterion, loader, run.precision, progress=run.config.progress,
                           softmax=task is Task.MULTICLASS)  # fmt: skip
         predictions[name] = (result.labels, result.prob)
+    calibration: dict[str, Any] = {}
+    if run.config.report.temperature_scaling:
+        best, predictions, thresholds, calibration = temperature_scale(best, predictions, task, run.config)
     extra = {
         "task": run.data.task.value,
         "threshold_policy": run.config.threshold.policy,
@@ -145,8 +151,10 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
         "wall_seconds": round(seconds, 1),
         "device": run.precision.describe(),
         "history": run.history,
+        "calibration": calibration,
     }
-    metrics = write_report(run.output_dir, predictions, task, labels, thresholds, extra)
+    settings = ReportSettings.from_config(run.config)
+    metrics = write_report(run.output_dir, predictions, task, labels, thresholds, extra, settings)
     final = {"epoch": best.epoch, "val": metrics["val"], "test": metrics["test"]}
     provenance = best.record.provenance.model_copy(update={"metrics": final})
     save_checkpoint(replace(best, record=best.record.model_copy(update={"provenance": provenance})), best_path)
@@ -159,7 +167,7 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
         )  # fmt: skip
     else:
         name = "balanced_accuracy" if task is Task.MULTICLASS else "macro_auroc"
-        score, accuracy = _number(primary_score(task, test)), _number(test["accuracy"])
+        score, accuracy = _number(primary_score(task, test)), _number(headline_accuracy(test))
         logger.info("test  %s %.4f  accuracy %.4f  (best epoch %d)", name, score, accuracy, best.epoch + 1)
     return metrics
 
@@ -192,7 +200,7 @@ def _log_epoch(run: Run, epoch: int, stats: EpochStats, val_loss: float, val: di
         val_loss,
         score[run.data.task],
         _number(primary_score(run.data.task, val)),
-        val["accuracy"] or 0.0,
+        headline_accuracy(val) or 0.0,
         stats.lr,
         stats.images_per_second,
         stats.seconds,
