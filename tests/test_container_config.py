@@ -1,19 +1,50 @@
-"""Dockerfile, compose and Prometheus config, checked with the tools that run without a Docker engine."""
+"""Dockerfile, compose file, pins and Grafana provisioning, checked with the tools that run without a Docker engine.
+
+The helpers here (`tool`, `dashboard_queries`, `metric_names`) are shared with test_alert_rules.py and the live
+stack test (test_container_stack.py).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "docker/grafana/dashboards/medimaging-service.json"
+REQUIREMENTS = ROOT / "docker/requirements-serve.txt"
+REQUIREMENTS_GPU = ROOT / "docker/requirements-serve-gpu.txt"
+# Contract 4: every metric the service exposes, as Prometheus names them.
+CONTRACT_METRICS = frozenset(
+    {
+        "serve_requests_total",
+        "serve_request_latency_seconds",
+        "serve_queue_wait_seconds",
+        "serve_inference_seconds",
+        "serve_batch_size",
+        "serve_preprocess_seconds",
+        "serve_in_flight",
+        "serve_queue_depth",
+        "serve_rejections_total",
+        "serve_decode_seconds",
+        "serve_model_info",
+    }
+)
+# A test password for compose's interpolation: the file refuses to render without one (no default password).
+COMPOSE_ENV = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only-password"}
 
 
 def tool(name: str) -> str:
@@ -24,8 +55,36 @@ def tool(name: str) -> str:
     return found
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every target of the Grafana dashboard."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def metric_names(promql: str) -> set[str]:
+    """The serve_* metric names a query reads, with histogram suffixes folded onto the family name."""
+    names = set(re.findall(r"\b(serve_[a-z_]+)", promql))
+    return {re.sub(r"_(bucket|sum|count)$", "", name) if not name.endswith("_total") else name for name in names}
+
+
+def pins(path: Path) -> dict[str, str]:
+    """{canonical name: version} of a requirements file that pins every line with ==."""
+    pinned: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep, f"{path.name}: {line!r} is not pinned with =="
+            pinned[canonicalize_name(name)] = version.strip()
+    return pinned
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -33,37 +92,149 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dockerfile_targets_are_non_root_with_a_readiness_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
+    runtime = {stage.split()[2]: stage for stage in stages if " AS " in stage.splitlines()[0]}
+    assert {"cpu-deps", "cpu", "gpu-deps", "gpu"} <= set(runtime), sorted(runtime)
+    for target in ("cpu", "gpu"):
+        stage = runtime[target]
+        assert re.search(r"^USER 10001$", stage, flags=re.MULTILINE), f"{target}: not switched to a non-root user"
+        assert "HEALTHCHECK" in stage and "/health/ready" in stage, f"{target}: no readiness HEALTHCHECK"
+        assert "COPY models ./models" in stage and "WORKDIR /app" in stage, f"{target}: no bundled model"
+        assert "pip uninstall -y -q pip setuptools" in runtime[f"{target}-deps"], f"{target}: pip left in the venv"
+    assert "nvidia/cuda:13." in text and "requirements-serve-gpu.txt" in runtime["gpu-deps"]
+    assert text.rstrip().endswith("FROM cpu"), "the default target must be the CPU image"
+
+
+def test_pins_satisfy_pyproject_and_leave_torch_out() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for extra, path in (("serve", REQUIREMENTS), ("serve-gpu", REQUIREMENTS_GPU)):
+        pinned = pins(path)
+        for spec in [*project["dependencies"], *project["optional-dependencies"][extra]]:
+            requirement = Requirement(spec)
+            name = canonicalize_name(requirement.name)
+            assert name in pinned, f"{path.name} does not pin {requirement.name} (pyproject: {spec!r})"
+            assert requirement.specifier.contains(pinned[name]), f"{path.name}: {name}=={pinned[name]} breaks {spec!r}"
+        assert not {"torch", "torchvision"} & set(pinned), f"{path.name} pins torch"
+    cpu, gpu = pins(REQUIREMENTS), pins(REQUIREMENTS_GPU)
+    assert cpu.keys() - {"onnxruntime"} == gpu.keys() - {"onnxruntime-gpu"}, "the two pin files differ beyond ORT"
+    assert all(gpu[name] == version for name, version in cpu.items() if name != "onnxruntime")
+
+
+def test_dockerignore_admits_what_the_image_copies() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    sources = {src for src in re.findall(r"^COPY (?!--from)(\S+)", text, flags=re.MULTILINE)}
+    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
+    assert sources <= allowed, f"COPY sources {sorted(sources - allowed)} are excluded by .dockerignore"
+    for source in sources:
+        assert (ROOT / source).exists(), source
+
+
 def test_compose_file_is_valid() -> None:
-    result = run(tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q")
+    result = run(tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=COMPOSE_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_prometheus_config_is_valid() -> None:
+def test_compose_refuses_a_default_grafana_password() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    result = run(tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)
+    assert result.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+def test_compose_services_restart_and_keep_their_data() -> None:
+    spec = compose()
+    services = spec["services"]
+    assert set(services) == {"service", "service-gpu", "prometheus", "grafana"}
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+    assert "healthcheck" in services["prometheus"] and "healthcheck" in services["grafana"]
+    assert services["service"]["build"]["target"] == "cpu" and "profiles" not in services["service"]
+    mounts = {name: [v.split(":")[0] for v in s.get("volumes", [])] for name, s in services.items()}
+    assert "prometheus-data" in mounts["prometheus"] and "grafana-data" in mounts["grafana"]
+    assert set(spec["volumes"]) == {"prometheus-data", "grafana-data"}
+
+
+def test_gpu_profile_reserves_the_device_and_uses_the_gpu_target() -> None:
+    gpu = compose()["services"]["service-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["target"] == "gpu"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert gpu["environment"]["SERVE_PROVIDER"] == "cuda"
+
+
+def test_prometheus_config_and_rules_are_valid() -> None:
     result = run(tool("promtool"), "check", "config", "docker/prometheus/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_prometheus_scrapes_the_compose_service() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def test_prometheus_scrapes_the_compose_services_and_loads_the_rules() -> None:
+    spec = compose()
     prometheus = yaml.safe_load((ROOT / "docker/prometheus/prometheus.yml").read_text())
     (job,) = prometheus["scrape_configs"]
-    assert job["metrics_path"] == "/metrics"
-    host, port = job["static_configs"][0]["targets"][0].split(":")
-    assert host in compose["services"]
-    assert f"{port}:{port}" in compose["services"][host]["ports"]
+    assert job["job_name"] == "medimaging-service" and job["metrics_path"] == "/metrics"
+    (dns,) = job["dns_sd_configs"]
+    for name in dns["names"]:
+        ports = spec["services"][name]["ports"]
+        assert any(port.endswith(f":{dns['port']}") for port in ports), f"{name} does not listen on {dns['port']}"
+    mounted = {v.split(":")[1] for v in spec["services"]["prometheus"]["volumes"] if v.startswith("./")}
+    for rule_file in prometheus["rule_files"]:
+        assert f"/etc/prometheus/{rule_file}" in mounted, f"{rule_file} is not mounted beside prometheus.yml"
 
 
 def test_every_environment_variable_is_a_setting() -> None:
     fields = {f"SERVE_{name.upper()}" for name in Settings.model_fields}
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    named = set(compose["services"]["service"]["environment"])
+    services = compose()["services"]
+    named = set(services["service"]["environment"]) | set(services["service-gpu"]["environment"])
     named |= set(re.findall(r"\b(SERVE_[A-Z_]+)=", (ROOT / "Dockerfile").read_text()))
     assert named, "expected SERVE_* settings in docker-compose.yml and the Dockerfile"
     assert named <= fields, f"unknown settings {sorted(named - fields)}; known: {sorted(fields)}"
 
 
-def test_image_model_path_is_the_bundled_model() -> None:
-    match = re.search(r"SERVE_MODEL_PATH=/app/(\S+)", (ROOT / "Dockerfile").read_text())
-    assert match, "the Dockerfile must set SERVE_MODEL_PATH"
-    assert (ROOT / match.group(1)).is_file()
-    assert ROOT / match.group(1) == Settings().model_path
+def test_image_model_dir_is_the_bundled_model_directory() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert set(re.findall(r"^ +SERVE_MODEL_DIR=(\S+)", text, flags=re.MULTILINE)) == {"/app/models"}
+    assert "SERVE_MODEL_PATH" not in text, "a model file in the image would override an operator's SERVE_MODEL_DIR"
+    bundled = sorted((ROOT / "models").glob("*/*/model.onnx"))
+    assert bundled, "models/ holds no <name>/<version>/model.onnx"
+    assert Settings.model_fields["model_dir"].default == ROOT / "models"
+
+
+def test_grafana_provisioning_matches_the_dashboard() -> None:
+    datasources = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    dashboard = json.loads(DASHBOARD.read_text())
+    used = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    used |= {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
+    assert used == {source["uid"]}
+    providers = yaml.safe_load((ROOT / "docker/grafana/provisioning/dashboards/dashboards.yml").read_text())
+    path = providers["providers"][0]["options"]["path"]
+    grafana = compose()["services"]["grafana"]
+    assert f"./docker/grafana/dashboards:{path}:ro" in grafana["volumes"]
+    assert "${GRAFANA_ADMIN_PASSWORD:?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+def test_dashboard_covers_every_contract_metric_and_nothing_else() -> None:
+    queries = dashboard_queries()
+    titles = {title.lower() for title, _ in queries}
+    for needed in ("throughput", "p99", "queue wait", "batch size", "errors", "in flight", "rejections", "provider"):
+        assert any(needed in title for title in titles), f"no panel about {needed!r}: {sorted(titles)}"
+    read = set().union(*(metric_names(expr) for _, expr in queries))
+    assert read == CONTRACT_METRICS, (
+        f"missing {sorted(CONTRACT_METRICS - read)}, not ours {sorted(read - CONTRACT_METRICS)}"
+    )
+    ids = [panel["id"] for panel in json.loads(DASHBOARD.read_text())["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_smoke_script_is_valid_bash_and_its_sample_is_licensed() -> None:
+    result = run("bash", "-n", "scripts/smoke.sh")
+    assert result.returncode == 0, result.stderr
+    assert os.access(ROOT / "scripts/smoke.sh", os.X_OK)
+    assert (ROOT / "scripts/sample/chest-xray-pa.jpg").stat().st_size < 200_000
+    assert "CC BY" in (ROOT / "scripts/sample/SOURCE.md").read_text()
+    usage = run("bash", "scripts/smoke.sh")
+    assert usage.returncode == 2 and "usage" in usage.stderr
