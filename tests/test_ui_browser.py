@@ -314,3 +314,38 @@ def test_a_warming_up_service_asks_to_retry_and_the_retry_works(
         page.keyboard.press("Enter")
         sync_api.expect(page.locator("#result-panel")).to_be_visible()
         sync_api.expect(page.locator("#error")).to_be_hidden()
+
+
+def test_with_auth_on_the_page_asks_for_the_key_and_keeps_it_in_memory_only(open_page: Any) -> None:
+    key = "ui-test-key-4b1d"
+    settings = Settings(
+        model_path=BUNDLED_MODEL, decode_threads=1, intra_op_threads=1, api_keys=key,
+        auth_open_routes=("health", "metrics", "ui"),
+    )  # fmt: skip
+    with running_server(settings) as running:
+        view = open_page(running.url)
+        page = view.page
+        page.goto(running.url + "/")
+        form = page.locator("#key-form")
+        sync_api.expect(form).to_be_visible()
+        sync_api.expect(page.locator("#api-key")).to_be_focused()
+        sync_api.expect(page.locator("#key-reason")).to_contain_text("asks for an API key")
+        sync_api.expect(page.locator("#banner")).to_be_visible()
+        view.shot("api-key-prompt", full_page=False)
+        page.locator("#api-key").fill("wrong-key")
+        page.keyboard.press("Enter")
+        sync_api.expect(page.locator("#key-reason")).to_contain_text("not allowed")
+        sync_api.expect(form).to_be_visible()
+        page.locator("#api-key").fill(key)
+        page.keyboard.press("Enter")
+        sync_api.expect(form).to_be_hidden()
+        sync_api.expect(page.locator("#model-name")).to_have_text("pneumoniamnist-convnext_atto")
+        assert page.locator("#api-key").input_value() == ""
+        page.locator("#file-input").set_input_files(str(XRAY))
+        sync_api.expect(page.locator("#result-panel")).to_be_visible()
+        page.locator("#card-link").click()
+        sync_api.expect(page.locator("#card-dialog #card-body table").first).to_be_visible()
+        kept = page.evaluate(
+            "JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie + location.href"
+        )
+        assert key not in kept

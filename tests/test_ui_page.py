@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from service_support import RunningServer, running_server, tiny_model
 
 from service.config import BUNDLED_MODEL, Settings
+from service.ui.cards import CardNotFoundError, find_card
 from service.ui.routes import ASSETS, STATIC_DIR
 
 # Anything that could make a browser contact another host: absolute or protocol-relative URLs, CSS imports.
@@ -73,3 +77,24 @@ def test_a_model_without_a_card_says_so() -> None:
     assert response.status_code == 404
     assert response.json()["code"] == "card_not_found"
     assert response.json()["detail"] == "model 'tiny-test' version '0.0.1' has no model card"
+
+
+def test_cards_are_found_in_the_model_directory_and_never_outside_it(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    folder = models / "tiny-test" / "0.0.1"
+    folder.mkdir(parents=True)
+    shutil.copy(tiny_model(), folder / "model.onnx")
+    (folder / "MODEL_CARD.md").write_text("# Model card: tiny-test\n", encoding="utf-8")
+    (tmp_path / "MODEL_CARD.md").write_text("outside the model directory\n", encoding="utf-8")
+    (models / "no-card" / "1").mkdir(parents=True)
+    shutil.copy(tiny_model(), models / "no-card" / "1" / "model.fp16.onnx")
+    app = FastAPI()
+    app.state.settings = Settings(model_dir=models, model_path=None)
+    assert find_card(app, "tiny-test", "0.0.1") == (folder / "MODEL_CARD.md").resolve()
+    with pytest.raises(CardNotFoundError) as missing:
+        find_card(app, "no-card", "1")
+    assert missing.value.code == "card_not_found"
+    for name, version in (("tiny-test", "9"), ("..", "models"), ("tiny-test", ".."), (".", ".")):
+        with pytest.raises(CardNotFoundError) as unknown:
+            find_card(app, name, version)
+        assert unknown.value.code == "model_not_found", (name, version)

@@ -1,4 +1,4 @@
-"""Find a served model's `MODEL_CARD.md`: the file beside its ONNX file in the model directory."""
+"""Find a served model's `MODEL_CARD.md`: the file beside its ONNX file in the model directory (contract 2)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from medcore.record import VARIANT_FILES
 from service.batching import NotReadyError
 
 CARD_FILE = "MODEL_CARD.md"
@@ -28,13 +29,22 @@ def find_card(app: FastAPI, name: str, version: str) -> Path:
 
 
 def _model_folder(app: FastAPI, name: str, version: str) -> Path:
-    runtime = getattr(app.state, "runtime", None)
-    if runtime is None:
-        raise NotReadyError("the model is not loaded")
-    record = runtime.model.record
-    if (record.name, record.version) != (name, version):
-        raise CardNotFoundError(
-            "model_not_found", f"no served model named {name!r} with version {version!r}; see GET /v1/models"
-        )
-    model_path: Path = app.state.settings.model_path
-    return model_path.parent
+    """SERVE_MODEL_PATH's folder for the one model it serves, else SERVE_MODEL_DIR/<name>/<version>/."""
+    settings = app.state.settings
+    model_path: Path | None = settings.model_path
+    if model_path is not None:
+        runtime = getattr(app.state, "runtime", None)
+        if runtime is None:
+            raise NotReadyError("the model is not loaded")
+        record = runtime.model.record
+        if (record.name, record.version) == (name, version):
+            return model_path.parent
+    else:
+        root = Path(settings.model_dir).resolve()
+        folder = (root / name / version).resolve()
+        # A name or version of ".." must not climb out of the model directory.
+        if folder.parent.parent == root and any((folder / file).is_file() for file in VARIANT_FILES.values()):
+            return folder
+    raise CardNotFoundError(
+        "model_not_found", f"no served model named {name!r} with version {version!r}; see GET /v1/models"
+    )

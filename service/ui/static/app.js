@@ -105,6 +105,7 @@
     state.pending = retry || null;
     setStatus("");
     $("key-reason").textContent = reason;
+    if (!state.model) $("model-name").textContent = "waiting for the API key";
     $("key-form").hidden = false;
     $("api-key").focus();
   }
