@@ -6,6 +6,7 @@ Screenshots go to each test's tmp_path, and also to $UI_SHOTS_DIR when that is s
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from service_support import gated_server, running_server
+from service_support import build_tiny_model, gated_server, running_server
 
 from service.config import BUNDLED_MODEL, Settings
 
@@ -132,13 +133,14 @@ def open_page(browser: Any, tmp_path: Path) -> Iterator[Any]:
         page.close()
 
 
-def api_predict(url: str, data: bytes) -> dict[str, Any]:
+def api_predict(url: str, data: bytes, model_name: str | None = None) -> dict[str, Any]:
     """The same upload straight to the API: what the page must show. Explain when the model has heatmaps."""
     with httpx.Client(base_url=url, timeout=60) as client:
         listing = client.get("/v1/models")
         path = "/predict"
         if listing.status_code == 200:
-            model = next(m for m in listing.json()["models"] if m["default"])
+            models = listing.json()["models"]
+            model = next(m for m in models if (m["name"] == model_name if model_name else m["default"]))
             path = f"/v1/models/{model['name']}/versions/{model['version']}/predict"
         response = client.post(path, params={"explain": "true"}, files={"file": ("image", data)})
         if response.status_code == 422 and response.json()["code"] == "explain_unavailable":
@@ -349,3 +351,37 @@ def test_with_auth_on_the_page_asks_for_the_key_and_keeps_it_in_memory_only(open
             "JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie + location.href"
         )
         assert key not in kept
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("service.registry") is None, reason="the model registry ([service-core]) is not there yet"
+)
+def test_several_models_get_a_picker_and_each_its_own_predict_route(tmp_path: Path, open_page: Any) -> None:
+    models = tmp_path / "models"
+    bundled = models / "pneumoniamnist-convnext_atto" / "1.0.0"
+    bundled.mkdir(parents=True)
+    for name in ("model.onnx", "MODEL_CARD.md"):
+        (bundled / name).symlink_to(BUNDLED_MODEL.parent / name)
+    build_tiny_model(models / "tiny-test" / "0.0.1" / "model.onnx")
+    settings = Settings(
+        model_dir=models, model_path=None, default_model="pneumoniamnist-convnext_atto",
+        decode_threads=1, intra_op_threads=1,
+    )  # fmt: skip
+    with running_server(settings) as running:
+        view = open_page(running.url)
+        page = view.open()
+        picker = page.locator("#model-select")
+        sync_api.expect(page.locator("#model-picker")).to_be_visible()
+        sync_api.expect(picker.locator("option")).to_have_count(2)
+        sync_api.expect(page.locator("#model-name")).to_have_text("pneumoniamnist-convnext_atto")
+        picker.focus()
+        picker.select_option(label="tiny-test 0.0.1")
+        sync_api.expect(page.locator("#model-name")).to_have_text("tiny-test")
+        with page.expect_request(lambda request: request.method == "POST") as sent:
+            page.locator("#file-input").set_input_files(str(XRAY))
+        assert urlsplit(sent.value.url).path == "/v1/models/tiny-test/versions/0.0.1/predict"
+        sync_api.expect(page.locator("#result-panel")).to_be_visible()
+        assert_bars_match(page, api_predict(running.url, XRAY.read_bytes(), "tiny-test"))
+        view.shot("two-models")
+        page.locator("#card-link").click()
+        sync_api.expect(page.locator("#card-body")).to_contain_text("No model card is available")
