@@ -23,6 +23,9 @@ from trainer.thresholds import THRESHOLD_POLICIES
 
 DATA_KINDS = ("medmnist", "kermany", "nih", "mimic", "chexpert", "csv", "imagefolder", "microscopy")
 CROPS = ("center_square", "none")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "exponential", "step", "constant")
+HEADS = ("linear", "mlp")
 INTERPOLATIONS = tuple(i.value for i in Interpolation)
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -141,17 +144,32 @@ class ModelConfig:
     stem_stride: int = 4
     drop_path: float = 0.1
     weights: str | None = None  # a local state dict to start from (never downloaded)
+    freeze_backbone: bool = False  # train only the head (linear probe / the microscopy study's recipe)
+    head: str = "linear"  # linear: the architecture's classifier; mlp: Linear, Dropout, ReLU, Linear
+    head_hidden: int = 512
+    head_dropout: float = 0.2
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"Invalid architecture {self.arch!r}. Only {', '.join(ARCHITECTURES)} are supported.")
         _choice("model.stem_stride", self.stem_stride, (1, 2, 4))
         _within("model.drop_path", self.drop_path, 0.0, 0.99)
+        _choice("model.head", self.head, HEADS)
+        _within("model.head_hidden", self.head_hidden, 1, 65536)
+        _within("model.head_dropout", self.head_dropout, 0.0, 0.99)
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with a linear warmup then a cosine decay, stepped every iteration."""
+    """The optimiser and its per-step schedule (trainer.optim): linear warm-up, then cosine, exponential,
+    step or constant; no weight decay on norms and biases."""
+
+    optimizer: str = "adamw"
+    momentum: float = 0.9  # sgd (Nesterov when > 0)
+    schedule: str = "cosine"
+    gamma: float = 0.9  # exponential: factor per epoch; step: factor every step_epochs
+    step_epochs: int = 10
+    accumulate: int = 1  # batches whose gradients are summed before one optimiser step
 
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -169,6 +187,12 @@ class OptimConfig:
         _within("optim.label_smoothing", self.label_smoothing, 0.0, 0.5)
         _within("optim.ema_decay", self.ema_decay, 0.0, 0.99999)
         _within("optim.clip_grad_norm", self.clip_grad_norm, 0.0, float("inf"), open_low=True)
+        _choice("optim.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("optim.schedule", self.schedule, SCHEDULES)
+        _within("optim.momentum", self.momentum, 0.0, 0.999)
+        _within("optim.gamma", self.gamma, 0.0, 1.0, open_low=True)
+        _within("optim.step_epochs", self.step_epochs, 1, 1e6)
+        _within("optim.accumulate", self.accumulate, 1, 4096)
 
 
 @dataclass
@@ -221,6 +245,7 @@ class TrainConfig:
     batch_size: int = 64
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler)
+    compile: bool = False  # torch.compile the model (CUDA only; ignored with a warning on the CPU)
     seed: int = 0
     output_dir: str = "runs/default"
     resume: str | None = None  # a checkpoint path, or "last" for output_dir/last.pt

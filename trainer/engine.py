@@ -56,24 +56,33 @@ def train_one_epoch(
     *,
     ema: AveragedModel | None = None,
     clip_grad_norm: float | None = None,
+    accumulate: int = 1,
     description: str = "train",
     progress: bool = True,
 ) -> EpochStats:
+    """One pass over `loader`. With `accumulate` k, the gradients of k batches (each loss / k) are summed
+    before one optimiser step, schedule step and EMA update; the epoch's last group may be shorter."""
     model.train()
     start, total_loss, seen = time.perf_counter(), 0.0, 0
     bar = tqdm(loader, desc=description, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
-    for images, targets in bar:
+    batches = len(loader)
+    optimizer.zero_grad(set_to_none=True)
+    for index, (images, targets) in enumerate(bar):
         images, targets = _to_device(images, precision), targets.to(precision.device, non_blocking=True)
         with precision.autocast():
             loss = criterion(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss / accumulate).backward()
+        if (index + 1) % accumulate and index + 1 < batches:
+            total_loss += loss.item() * len(images)
+            seen += len(images)
+            continue
         if clip_grad_norm is not None:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update_parameters(model)
         total_loss += loss.item() * len(images)

@@ -19,7 +19,7 @@ from trainer.config import TrainConfig
 from trainer.data import LabeledData, ManifestDataset, make_dataset
 from trainer.engine import Batches
 from trainer.loss import build_criterion
-from trainer.models import ModelSpec, build_model, load_local_weights
+from trainer.models import ModelSpec, build_model, freeze_backbone, load_local_weights
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.provenance import build_record, git_commit
 from trainer.runtime import Precision, capture_rng_state, resolve_device, resolve_precision, restore_rng_state
@@ -70,6 +70,9 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         in_channels=recipe.channels,
         stem_stride=config.model.stem_stride,
         drop_path=config.model.drop_path,
+        head=config.model.head,
+        head_hidden=config.model.head_hidden,
+        head_dropout=config.model.head_dropout,
     )
     if resume is not None and resume.spec != spec:
         raise ValueError(f"checkpoint was trained as {resume.spec}; the config asks for {spec}")
@@ -78,7 +81,11 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
     if config.model.weights and resume is None:
         skipped = load_local_weights(model, config.model.weights)
         logger.info("loaded %s (%d tensors kept at random init)", config.model.weights, len(skipped))
+    if config.model.freeze_backbone:
+        logger.info("backbone frozen: %.2fM parameters train no more", freeze_backbone(model) / 1e6)
     model = precision.place(model)
+    if compile_wanted(config.compile, precision):
+        model.compile()  # in place: parameter names (state dicts, EMA, checkpoints) stay as they are
     ema = None
     if config.optim.ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
@@ -100,7 +107,7 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         criterion=criterion,
         eval_criterion=build_criterion(data.task, train_labels).to(precision.device),
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config.optim, len(train_loader), config.epochs),
+        scheduler=build_scheduler(optimizer, config.optim, optimizer_steps(len(train_loader), config), config.epochs),
         scaler=precision.grad_scaler(),
         train_loader=train_loader,
         val_loader=make_loader(make_dataset(data.split("val"), recipe, config.data), config, precision),
@@ -110,6 +117,18 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
     if resume is not None:
         restore(run, resume)
     return run
+
+
+def optimizer_steps(batches: int, config: TrainConfig) -> int:
+    """Optimiser steps per epoch: one per `optim.accumulate` batches, the last group possibly shorter."""
+    return -(-batches // config.optim.accumulate)
+
+
+def compile_wanted(requested: bool, precision: Precision) -> bool:
+    """torch.compile only on CUDA; on the CPU a request is logged and ignored (compile time outweighs the gain)."""
+    if requested and precision.device.type != "cuda":
+        logger.warning("compile=true ignored on %s: torch.compile is used on CUDA only", precision.device)
+    return requested and precision.device.type == "cuda"
 
 
 def make_loader(

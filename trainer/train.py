@@ -89,6 +89,7 @@ def _run_epoch(run: Run, epoch: int) -> None:
         run.precision,
         ema=run.ema,
         clip_grad_norm=config.optim.clip_grad_norm,
+        accumulate=config.optim.accumulate,
         description=f"epoch {epoch + 1}/{config.epochs}",
         progress=config.progress,
     )
