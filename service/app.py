@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.admission import Admission, AdmissionMiddleware
 from service.api import api_router
 from service.auth import install_auth
-from service.batching import MicroBatcher
 from service.config import Settings
 from service.docs import install_docs
+from service.drain import Drain
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
-from service.model import LoadedModel, load_model
+from service.model import LoadedModel
+from service.registry import build_registry
 from service.request_context import RequestContextMiddleware
 from service.runtime import Runtime
 from service.ui import ui_router
@@ -29,38 +31,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the model is loaded when the server starts it, not here."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
+    admission = Admission(settings.max_pending)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A missing file, a bad record or an unavailable provider raises here, so the server
         # refuses to start instead of serving errors.
-        model = load_model(
-            settings.model_path, provider=settings.provider, intra_op_threads=settings.intra_op_threads
-        )
-        _log_model(model)
-        batcher = MicroBatcher(
-            model.predict,
-            max_batch_size=settings.max_batch_size,
-            max_batch_delay_s=settings.max_batch_delay_ms / 1e3,
-            queue_limit=settings.queue_limit,
-            warm_up=model.warm_up,
-            on_batch=metrics.observe_batch,
-        )
-        record = model.record
-        metrics.set_model_info(
-            name=record.name, version=record.version, provider=model.provider, variant=record.variant
-        )
-        metrics.track_queue_depth(lambda: batcher.depth)
-        decoder = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
-        # Warm-up runs as the worker's first job: /health/live answers at once, /health/ready after it.
-        batcher.start()
-        app.state.runtime = Runtime(model=model, batcher=batcher, decoder=decoder)
+        registry = build_registry(settings, on_batch=metrics.observe_batch)
+        for served in registry.models:
+            _log_model(served.model, default=served.is_default)
+            metrics.set_model_info(
+                name=served.name, version=served.version, provider=served.provider, variant=served.variant
+            )
+        metrics.track_queue_depth(lambda: registry.depth)
+        # Warm-up runs as each worker's first job: /health/live answers at once, /health/ready after it.
+        registry.start()
+        app.state.runtime = Runtime(registry=registry, admission=admission)
+        drain = Drain(admission, settings.drain_timeout_s)
+        drain.install(asyncio.get_running_loop())  # SIGTERM: stop admitting, drain, then let uvicorn exit
+        app.state.drain = drain
         try:
             yield
         finally:
-            batcher.close()
-            decoder.shutdown(wait=False, cancel_futures=True)
-            logger.info("inference worker stopped")
+            drain.uninstall()
+            registry.close(timeout_s=max(1.0, settings.drain_timeout_s))
+            logger.info("inference workers stopped")
 
     app = FastAPI(
         title="Medical imaging model service",
@@ -77,19 +72,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui_router)  # GET / (the web page), its assets, the model card
     install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=settings.max_body_bytes)
+    app.add_middleware(AdmissionMiddleware, admission=admission, on_reject=metrics.reject)  # before any body read
     install_auth(app, settings, metrics)  # before any body is read
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # also counts 401s and 413s
     app.add_middleware(RequestContextMiddleware)  # outermost: request id and access log for everything
     return app
 
 
-def _log_model(model: LoadedModel) -> None:
+def _log_model(model: LoadedModel, *, default: bool) -> None:
     record = model.record
     logger.info(
-        "serving model %s version %s (%s) on %s: labels %s, input [N, %d, %d, %d]",
+        "serving model %s version %s%s (%s, %s) on %s: labels %s, input [N, %d, %d, %d]",
         record.name,
         record.version,
+        " (default)" if default else "",
         record.task,
+        record.variant,
         model.provider,
         list(record.labels),
         *model.input_shape,

@@ -6,6 +6,11 @@ the monotonic clock since that first image (images already queued at the deadlin
 It also closes the batch early when the queue is empty and no request is still being prepared
 (decoded): nobody else is on the way, so waiting out the delay would only add latency.
 A failing batch fails only its own requests; the worker goes on with the next batch.
+
+Deadlines: `infer(..., deadline=t)` answers `DeadlineExceededError` at `t` (monotonic) if the worker
+has not taken the image by then, and the worker skips it when it comes to it; an image already in a
+running batch is always finished. A batch runs the model's `explain` function (probabilities and
+heatmaps) instead of `predict` when any of its images asked for heatmaps.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from medcore.imaging import stack_batch
 logger = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], np.ndarray]
+Explain = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 BatchObserver = Callable[[int, float], None]
 
 
@@ -41,6 +47,10 @@ class BatchError(RuntimeError):
     """The model call for a batch failed or returned the wrong number of outputs."""
 
 
+class DeadlineExceededError(RuntimeError):
+    """The image was still queued at its deadline and was dropped; the client should retry later."""
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """One image's output row and how it was served."""
@@ -49,14 +59,38 @@ class BatchResult:
     batch_size: int
     queue_wait_s: float
     inference_s: float
+    heatmaps: np.ndarray | None = None  # [L, h, w] when the image asked for them
 
 
-@dataclass(frozen=True)
+_QUEUED, _TAKEN, _DROPPED = "queued", "taken", "dropped"
+
+
+@dataclass
 class _Job:
     inputs: np.ndarray
     future: asyncio.Future[BatchResult]
     loop: asyncio.AbstractEventLoop
     enqueued_at: float
+    deadline: float | None = None
+    explain: bool = False
+    state: str = _QUEUED
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> bool:
+        """Worker side: claim the job for a batch, unless it was dropped or its deadline has passed."""
+        with self.lock:
+            if self.state == _QUEUED and (self.deadline is None or time.monotonic() < self.deadline):
+                self.state = _TAKEN
+            elif self.state == _QUEUED:
+                self.state = _DROPPED
+        return self.state == _TAKEN
+
+    def drop(self) -> bool:
+        """Event-loop side: give up on the job unless a batch already holds it."""
+        with self.lock:
+            if self.state == _QUEUED:
+                self.state = _DROPPED
+        return self.state == _DROPPED
 
 
 class MicroBatcher:
@@ -71,6 +105,7 @@ class MicroBatcher:
         queue_limit: int,
         warm_up: Callable[[], None] | None = None,
         on_batch: BatchObserver | None = None,
+        explain: Explain | None = None,
     ) -> None:
         if max_batch_size < 1 or queue_limit < 1 or max_batch_delay_s < 0:
             raise ValueError(
@@ -78,6 +113,7 @@ class MicroBatcher:
                 f"{max_batch_size}, {queue_limit}, {max_batch_delay_s}"
             )
         self._predict = predict
+        self._explain = explain
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_batch_delay_s
         self._queue_limit = queue_limit
@@ -134,19 +170,47 @@ class MicroBatcher:
         finally:
             self._preparing -= 1
 
+    @property
+    def can_explain(self) -> bool:
+        return self._explain is not None
+
     def submit(self, inputs: np.ndarray) -> asyncio.Future[BatchResult]:
         """Queue one CHW input; the future gets its row of the batch it is served in.
 
         Call it on the event loop thread: that single caller is what makes the limit check exact.
         """
+        return self._enqueue(inputs, None, explain=False).future
+
+    async def infer(self, inputs: np.ndarray, *, deadline: float | None = None, explain: bool = False) -> BatchResult:
+        """Queue one CHW input and await its result; `DeadlineExceededError` if still queued at `deadline`."""
+        job = self._enqueue(inputs, deadline, explain=explain)
+        if deadline is None:
+            return await job.future
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            if not job.drop():
+                return await job.future  # a batch already holds it: finish it
+            raise DeadlineExceededError(
+                f"the image was still queued at its {self._describe_deadline(job)} deadline; retry shortly"
+            ) from None
+
+    def _enqueue(self, inputs: np.ndarray, deadline: float | None, *, explain: bool) -> _Job:
         if not self.ready:
             raise NotReadyError(f"the model is not ready: {self.status}")
+        if explain and self._explain is None:
+            raise ValueError("this batcher has no explain function")
         if self._queue.qsize() >= self._queue_limit:
             raise QueueFullError(f"{self._queue_limit} images are already waiting; retry shortly")
         loop = asyncio.get_running_loop()
-        job = _Job(inputs, loop.create_future(), loop, time.monotonic())
+        job = _Job(inputs, loop.create_future(), loop, time.monotonic(), deadline, explain)
         self._queue.put(job)
-        return job.future
+        return job
+
+    @staticmethod
+    def _describe_deadline(job: _Job) -> str:
+        assert job.deadline is not None
+        return f"{(job.deadline - job.enqueued_at) * 1e3:.0f} ms"
 
     def _run(self) -> None:
         if self._warm_up is not None:
@@ -164,10 +228,16 @@ class MicroBatcher:
                 self._process(batch)
 
     def _collect(self) -> tuple[list[_Job], bool]:
-        """Block for a first job, then fill the batch until it is full or the deadline passes."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
+        """Block for a first live job, then fill the batch until it is full or the delay passes.
+
+        Jobs dropped by their request or past their deadline are skipped (and answered) here.
+        """
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return [], True
+            if self._take(first):
+                break
         batch = [first]
         deadline = time.monotonic() + self._max_delay_s
         while len(batch) < self._max_batch_size:
@@ -179,14 +249,28 @@ class MicroBatcher:
                 break
             if job is None:
                 return batch, True
-            batch.append(job)
+            if self._take(job):
+                batch.append(job)
         return batch, False
+
+    @staticmethod
+    def _take(job: _Job) -> bool:
+        if job.take():
+            return True
+        message = f"the image was still queued at its {MicroBatcher._describe_deadline(job)} deadline; retry shortly"
+        _settle(job, DeadlineExceededError(message) if job.deadline is not None else NotReadyError("dropped"))
+        return False
 
     def _process(self, batch: list[_Job]) -> None:
         started = time.monotonic()
+        heatmaps: np.ndarray | None = None
         try:
-            outputs = self._predict(stack_batch([job.inputs for job in batch]))
-            if len(outputs) != len(batch):
+            inputs = stack_batch([job.inputs for job in batch])
+            if self._explain is not None and any(job.explain for job in batch):
+                outputs, heatmaps = self._explain(inputs)
+            else:
+                outputs = self._predict(inputs)
+            if len(outputs) != len(batch) or (heatmaps is not None and len(heatmaps) != len(batch)):
                 raise BatchError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
         except Exception as exc:
             logger.exception("a batch of %d images failed", len(batch))
@@ -195,8 +279,9 @@ class MicroBatcher:
                 _settle(job, error)
             return
         inference_s = time.monotonic() - started
-        for job, row in zip(batch, outputs, strict=True):
-            _settle(job, BatchResult(row, len(batch), started - job.enqueued_at, inference_s))
+        for i, (job, row) in enumerate(zip(batch, outputs, strict=True)):
+            maps = heatmaps[i] if heatmaps is not None and job.explain else None
+            _settle(job, BatchResult(row, len(batch), started - job.enqueued_at, inference_s, maps))
         if self._on_batch is not None:
             self._on_batch(len(batch), inference_s)
 

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default=MODEL_DIR, description="model directory: <name>/<version>/model.onnx (+ variants)")
     model_path: Path | None = Field(default=None, description="serve this one ONNX file instead of model_dir")
     default_model: str | None = Field(default=None, description="'name' or 'name/version'; else the only/first one")
-    variant: Variant = Field(default="auto", description="auto (fp16 on CUDA when present, else fp32), fp32, fp16, int8")
+    variant: Variant = Field(default="auto", description="auto (fp16 on CUDA if there, else fp32), fp32, fp16, int8")
     deadline_ms: float = Field(default=2000.0, gt=0, description="work still queued this long after arrival: 503")
     max_pending: int = Field(default=64, ge=1, description="predict requests being read, decoded or queued before 503")
     max_files: int = Field(default=16, ge=1, description="most `file` parts in one multipart request")

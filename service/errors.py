@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from medcore.imaging import ImageError
 from medcore.imaging.decode import READABLE_FORMATS
-from service.batching import BatchError, NotReadyError, QueueFullError
+from service.batching import BatchError, DeadlineExceededError, NotReadyError, QueueFullError
 from service.request_context import current
 from service.schemas import ErrorBody
 
@@ -78,6 +78,25 @@ async def _batch_failed(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "inference_failed", str(exc))
 
 
+async def _deadline(_: Request, exc: Exception) -> JSONResponse:
+    return _retry_later("deadline_exceeded", str(exc))
+
+
+def describe_error(exc: Exception) -> tuple[int, str, str] | None:
+    """(status, code, detail) for an error one image of a request can fail with alone; None for others."""
+    if isinstance(exc, ImageError):
+        return getattr(exc, "status", None) or IMAGE_ERROR_STATUS.get(exc.code, 400), exc.code, str(exc)
+    if isinstance(exc, ServiceError):
+        return exc.status, exc.code, str(exc)
+    codes = {QueueFullError: "queue_full", DeadlineExceededError: "deadline_exceeded", NotReadyError: "not_ready"}
+    for kind, code in codes.items():
+        if isinstance(exc, kind):
+            return 503, code, str(exc)
+    if isinstance(exc, BatchError):
+        return 500, "inference_failed", str(exc)
+    return None
+
+
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Names the field and the rule, never the value the client sent (it could be anything).
@@ -102,6 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueFullError, _queue_full)
     app.add_exception_handler(NotReadyError, _not_ready)
     app.add_exception_handler(BatchError, _batch_failed)
+    app.add_exception_handler(DeadlineExceededError, _deadline)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)
@@ -127,6 +147,6 @@ ERROR_DOCS = {
     422: "`validation_error`: a missing or malformed field; `unusable_image`, `wrong_channel_count`, "
     "`channel_size`, `outside_intended_use`: a readable image the model cannot use; `explain_unavailable`",
     500: "`inference_failed`: the model call for this request's batch failed; `internal_error`: a server bug",
-    503: "`queue_full`, `overloaded`, `deadline_exceeded` or `not_ready` (warming up, shutting down); "
+    503: "`queue_full`, `overloaded`, `deadline_exceeded`, `shutting_down` or `not_ready` (warming up); "
     "a `Retry-After` header says when to retry",
 }

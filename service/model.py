@@ -1,4 +1,4 @@
-"""Load the ONNX model and its record, choose the onnxruntime provider, run batches."""
+"""Load one ONNX file and its record, choose the onnxruntime provider, run batches (with heatmaps if asked)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from medcore.record import ONNX_HEATMAP_OUTPUT_NAME as HEATMAP_NAME
 from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
-from medcore.record import ONNX_METADATA_KEY, ModelRecord, RecordError
+from medcore.record import ONNX_METADATA_KEY, VARIANT_FILES, ModelRecord, RecordError
 from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
 
 CPU = "CPUExecutionProvider"
@@ -47,16 +48,28 @@ class LoadedModel:
     session: ort.InferenceSession
     record: ModelRecord
     provider: str
+    has_heatmaps: bool = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         pre = self.record.preprocessing
         return (pre.channels, pre.height, pre.width)
 
+    @property
+    def variant(self) -> str:
+        return self.record.variant
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, C, H, W] -> probabilities [N, L]."""
         (probabilities,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         return np.asarray(probabilities)
+
+    def predict_with_heatmaps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [N, C, H, W] -> (probabilities [N, L], heatmaps [N, L, h, w]); only if `has_heatmaps`."""
+        if not self.has_heatmaps:
+            raise ModelLoadError(f"model {self.record.name} has no {HEATMAP_NAME!r} output")
+        probabilities, heatmaps = self.session.run([OUTPUT_NAME, HEATMAP_NAME], {INPUT_NAME: batch})
+        return np.asarray(probabilities), np.asarray(heatmaps, dtype=np.float32)
 
     def warm_up(self) -> None:
         """One inference on a zero image, so the first request does not pay for lazy initialisation."""
@@ -68,14 +81,21 @@ class LoadedModel:
             )
 
 
-def load_model(path: Path, *, provider: str = "auto", intra_op_threads: int = 0) -> LoadedModel:
-    """Open `path`, read its record from the ONNX metadata and check the I/O contract against it."""
+def load_model(
+    path: Path, *, provider: str = "auto", intra_op_threads: int = 0, expected_variant: str | None = None
+) -> LoadedModel:
+    """Open `path`, read its record from the ONNX metadata and check the I/O contract against it.
+
+    `expected_variant` (fp32/fp16/int8, from the file name in a model directory) must equal the record's.
+    """
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist; set SERVE_MODEL_PATH to an exported .onnx file")
     chosen = choose_provider(provider, ort.get_available_providers())
     options = ort.SessionOptions()
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
+        # Idle intra-op threads would spin on the cores the decode threads need; sleep instead.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # CPU stays listed behind CUDA for the few operators CUDA lacks; the check below still
     # refuses a session where CUDA silently failed to initialise.
     providers = [CUDA, CPU] if chosen == CUDA else [CPU]
@@ -90,12 +110,19 @@ def load_model(path: Path, *, provider: str = "auto", intra_op_threads: int = 0)
         record = ModelRecord.from_json(session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY))
     except RecordError as exc:
         raise RecordError(f"{path}: {exc} (metadata key {ONNX_METADATA_KEY!r})") from None
-    _check_contract(session, record)
-    return LoadedModel(session=session, record=record, provider=chosen)
+    if expected_variant is not None and record.variant != expected_variant:
+        raise ModelLoadError(
+            f"{path} is named as the {expected_variant} variant ({VARIANT_FILES[expected_variant]}) "
+            f"but its record says variant {record.variant!r}"
+        )
+    has_heatmaps = _check_contract(session, record)
+    return LoadedModel(session=session, record=record, provider=chosen, has_heatmaps=has_heatmaps)
 
 
-def _check_contract(session: ort.InferenceSession, record: ModelRecord) -> None:
-    """Input "input" [N, C, H, W] with a dynamic N, output "probabilities" [N, L], as export promises."""
+def _check_contract(session: ort.InferenceSession, record: ModelRecord) -> bool:
+    """Input "input" [N, C, H, W] with a dynamic N, output "probabilities" [N, L], as export promises.
+
+    Returns whether the optional "heatmaps" output [N, L, h, w] is there (checked when it is)."""
     inputs = {node.name: node for node in session.get_inputs()}
     outputs = {node.name: node for node in session.get_outputs()}
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
@@ -108,6 +135,13 @@ def _check_contract(session: ort.InferenceSession, record: ModelRecord) -> None:
     _check_shape("output", outputs[OUTPUT_NAME].shape, [record.num_outputs])
     if inputs[INPUT_NAME].type != "tensor(float)":
         raise ModelLoadError(f"input {INPUT_NAME!r} must be float32, is {inputs[INPUT_NAME].type}")
+    if HEATMAP_NAME not in outputs:
+        return False
+    heatmaps = outputs[HEATMAP_NAME].shape
+    if len(heatmaps) != 4 or (isinstance(heatmaps[1], int) and heatmaps[1] != record.num_outputs):
+        expected = f"[N, {record.num_outputs}, h, w]"
+        raise ModelLoadError(f"output {HEATMAP_NAME!r} has shape {list(heatmaps)}, expected {expected}")
+    return True
 
 
 def _check_shape(what: str, shape: Sequence[int | str | None], expected_tail: list[int]) -> None:

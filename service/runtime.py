@@ -1,18 +1,28 @@
-"""What the lifespan builds and the routes use: the loaded model, its batcher and the decode threads."""
+"""What the lifespan builds and the routes use: the model registry, admission control and the drain state."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.batching import MicroBatcher
+from service.admission import Admission
 from service.model import LoadedModel
+from service.registry import ModelRegistry
 
 
 @dataclass(frozen=True)
 class Runtime:
-    model: LoadedModel
-    batcher: MicroBatcher
-    # Its own few threads (SERVE_DECODE_THREADS, default one per core): enough to keep the cores busy,
-    # and a bound on how many full-size images are in memory at once (FastAPI's threadpool runs 40).
-    decoder: ThreadPoolExecutor
+    registry: ModelRegistry
+    admission: Admission
+
+    @property
+    def ready(self) -> bool:
+        return self.registry.ready and not self.admission.draining
+
+    @property
+    def status(self) -> str:
+        return "shutting down" if self.admission.draining else self.registry.status
+
+    @property
+    def model(self) -> LoadedModel:
+        """The default model (what `/predict` and `/model` serve)."""
+        return self.registry.default.model

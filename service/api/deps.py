@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from service.batching import NotReadyError
 from service.config import Settings
 from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
 from service.runtime import Runtime
 
 
@@ -30,13 +31,18 @@ def get_runtime(request: Request) -> Runtime:
 
 
 def get_ready_runtime(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Runtime:
-    """The runtime, once warm-up has run; 503 `not_ready` before."""
-    if not runtime.batcher.ready:
-        raise NotReadyError(f"the model is not ready: {runtime.batcher.status}")
+    """The runtime, once warm-up has run and while not draining; 503 `not_ready` otherwise."""
+    if not runtime.ready:
+        raise NotReadyError(f"the model is not ready: {runtime.status}")
     return runtime
+
+
+def get_registry(runtime: Annotated[Runtime, Depends(get_runtime)]) -> ModelRegistry:
+    return runtime.registry
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ReadyRuntimeDep = Annotated[Runtime, Depends(get_ready_runtime)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]

@@ -15,8 +15,8 @@ router = APIRouter(prefix="/health", tags=["health"])
 @router.get("/live", response_model=HealthStatus, responses=error_docs(503))
 async def live(runtime: RuntimeDep) -> HealthStatus:
     """200 while the process serves HTTP and the inference worker has not died."""
-    if not runtime.batcher.alive:
-        raise NotReadyError(f"the inference worker stopped: {runtime.batcher.status}")
+    if not runtime.registry.alive:
+        raise NotReadyError(f"the inference worker stopped: {runtime.registry.status}")
     return HealthStatus(status="alive")
 
 
