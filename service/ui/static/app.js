@@ -353,6 +353,7 @@
       ? "This model has no heatmap output, so no heatmap can be shown."
       : "The service sent no heatmap for this image.";
     if (!heatmaps.length) {
+      $("heatmap-caption").textContent = "";
       overlay.hidden = true;
       overlay.removeAttribute("src");
       return;
@@ -380,6 +381,9 @@
     $("heatmap-opacity-value").textContent = `${opacity} %`;
     $("heatmap-opacity").setAttribute("aria-valuetext", `${opacity} %`);
     overlay.hidden = !$("heatmap-toggle").checked;
+    $("heatmap-caption").textContent = overlay.hidden
+      ? ""
+      : `Heatmap shown for ${heatmap.label} at ${opacity} % opacity.`;
   }
 
   // ---------- the model card ----------
