@@ -84,6 +84,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "access_log": False,  # RequestContextMiddleware writes the access line
         "server_header": False,
+        "http": "h11",  # h11_max_incomplete_event_size applies to uvicorn's h11 parser only
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive_s,
         "h11_max_incomplete_event_size": settings.max_header_bytes,

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from service.auth import is_open
 from service.config import Settings
 from service.errors import ERROR_DOCS, error_response
+from service.oip_schemas import InferenceRequest
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "docs"
 ASSET_PREFIX = "/static/docs/"
@@ -40,6 +41,7 @@ CONTENT_SECURITY_POLICY = (
     "font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
 )
 DOC_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
+REQUEST_SCHEMAS = (InferenceRequest,)
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -115,6 +117,10 @@ def complete_openapi(spec: dict[str, Any], *, protected: bool, open_groups: tupl
     components = spec.setdefault("components", {})
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     schemas = components.setdefault("schemas", {})
+    for model in REQUEST_SCHEMAS:  # bodies the routes parse themselves, so FastAPI does not list them
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas.setdefault(model.__name__, schema)
     for path, operations in spec.get("paths", {}).items():
         oip = path == "/v2" or path.startswith("/v2/")
         error_ref = {"$ref": "#/components/schemas/" + ("OipError" if oip and "OipError" in schemas else "ErrorBody")}

@@ -21,7 +21,11 @@ LogFormat = Literal["json", "text"]
 REDACTED_LOGGERS = ("pydicom", "PIL", "py.warnings")
 REDACTED_MESSAGE = "decoder message withheld (it may quote the uploaded file's contents)"
 # LogRecord's own attributes: everything else on a record came in through `extra=` and is a field.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
+}
 
 
 def is_redacted(logger_name: str) -> bool:

@@ -18,9 +18,9 @@ UNMATCHED_ROUTE = "unmatched"
 REJECTION_REASONS = (
     "queue_full",  # the batcher's queue is at SERVE_QUEUE_LIMIT
     "overloaded",  # admission: SERVE_MAX_PENDING requests are already being read, decoded or queued
-    "deadline",  # still queued when SERVE_DEADLINE_MS passed
+    "deadline_exceeded",  # still queued when SERVE_DEADLINE_MS passed
     "not_ready",  # warming up
-    "draining",  # shutting down after SIGTERM
+    "shutting_down",  # draining after SIGTERM
     "body_too_large",
     "unauthorized",  # no API key
     "forbidden",  # a wrong API key
