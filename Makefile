@@ -3,7 +3,7 @@ PYTHON ?= python3
 SERVE_VENV := .venv-serve
 DEV_VENV := .venv
 
-.PHONY: serve test lint typecheck pytest docker-check clean
+.PHONY: serve test lint typecheck pytest docker-build docker-up docker-smoke docker-down docker-check clean
 
 # Set up a torch-free environment and start the service on the bundled default model.
 serve: $(SERVE_VENV)/.installed
@@ -32,6 +32,24 @@ typecheck: $(DEV_VENV)/.installed
 
 pytest: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python -m pytest
+
+# Containers (README, Operate): the CPU image, the compose stack, the smoke script, the container checks alone.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+docker-build:
+	docker build --target cpu -t medimaging-service:latest .
+
+docker-up: docker-build
+	$(COMPOSE) up -d
+
+docker-smoke:
+	scripts/smoke.sh http://localhost:$${SERVICE_PORT:-8000}
+
+docker-down:
+	$(COMPOSE) down
+
+docker-check: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python -m pytest tests/test_container_config.py tests/test_container_smoke.py \
+		tests/test_alert_rules.py tests/test_k8s_manifests.py tests/test_container_stack.py
 
 clean:
 	rm -rf $(SERVE_VENV) $(DEV_VENV) .mypy_cache .ruff_cache .pytest_cache
