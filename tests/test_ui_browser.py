@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+import service_support
 from PIL import Image
-from service_support import build_tiny_model, gated_server, running_server
+from service_support import gated_server, running_server
 
 from service.config import BUNDLED_MODEL, Settings
 
@@ -192,8 +193,10 @@ def assert_heatmap_matches(page: Any, result: dict[str, Any]) -> None:
         return
     assert page.locator("#image").get_attribute("src") == f"data:image/png;base64,{explanation['image_png']}"
     overlay = page.locator("#heatmap")
-    sync_api.expect(overlay).to_be_hidden()
-    page.locator("#heatmap-toggle").check()
+    toggle = page.locator("#heatmap-toggle")
+    if not toggle.is_checked():  # off at first; a later upload keeps the user's choice
+        sync_api.expect(overlay).to_be_hidden()
+        toggle.check()
     sync_api.expect(overlay).to_be_visible()
     label = overlay.get_attribute("data-label")
     want = next(h for h in explanation["heatmaps"] if h["label"] == label)
@@ -363,16 +366,19 @@ def test_with_auth_on_the_page_asks_for_the_key_and_keeps_it_in_memory_only(open
 
 
 @pytest.mark.skipif(
-    not (Path(__file__).resolve().parents[1] / "service" / "registry.py").is_file(),
-    reason="the model registry ([service-core]) is not there yet",
+    not hasattr(service_support, "build_heatmap_model"), reason="the model registry and explain are not there yet"
 )
-def test_several_models_get_a_picker_and_each_its_own_predict_route(tmp_path: Path, open_page: Any) -> None:
+def test_several_models_get_a_picker_and_a_heatmap_model_explains_x_rays_and_dicoms(
+    tmp_path: Path, open_page: Any
+) -> None:
     models = tmp_path / "models"
     bundled = models / "pneumoniamnist-convnext_atto" / "1.0.0"
     bundled.mkdir(parents=True)
     for name in ("model.onnx", "MODEL_CARD.md"):
         (bundled / name).symlink_to(BUNDLED_MODEL.parent / name)
-    build_tiny_model(models / "tiny-test" / "0.0.1" / "model.onnx")
+    labels = ("effusion", "nodule", "pneumonia")
+    record = service_support.record_for("cam-test", "0.0.1", task="multilabel", labels=labels)
+    service_support.build_heatmap_model(models / "cam-test" / "0.0.1" / "model.onnx", record)
     settings = Settings(
         model_dir=models, model_path=None, default_model="pneumoniamnist-convnext_atto",
         decode_threads=1, intra_op_threads=1,
@@ -385,14 +391,19 @@ def test_several_models_get_a_picker_and_each_its_own_predict_route(tmp_path: Pa
         sync_api.expect(picker.locator("option")).to_have_count(2)
         sync_api.expect(page.locator("#model-name")).to_have_text("pneumoniamnist-convnext_atto")
         picker.focus()
-        picker.select_option(label="tiny-test 0.0.1")
-        sync_api.expect(page.locator("#model-name")).to_have_text("tiny-test")
-        with page.expect_request(lambda request: request.method == "POST") as sent:
-            page.locator("#file-input").set_input_files(str(XRAY))
-        assert urlsplit(sent.value.url).path == "/v1/models/tiny-test/versions/0.0.1/predict"
-        sync_api.expect(page.locator("#result-panel")).to_be_visible()
-        assert_bars_match(page, api_predict(running.url, XRAY.read_bytes(), "tiny-test"))
-        view.shot("two-models")
+        picker.select_option(label="cam-test 0.0.1")
+        sync_api.expect(page.locator("#model-name")).to_have_text("cam-test")
+        for image, shot in ((XRAY, "heatmap-xray-real"), (DICOM, "heatmap-dicom-real")):
+            page.locator("#result-panel").evaluate("panel => { panel.hidden = true; }")
+            with page.expect_request(lambda request: request.method == "POST") as sent:
+                page.locator("#file-input").set_input_files(str(image))
+            assert urlsplit(sent.value.url).path == "/v1/models/cam-test/versions/0.0.1/predict"
+            sync_api.expect(page.locator("#result-panel")).to_be_visible()
+            result = api_predict(running.url, image.read_bytes(), "cam-test")
+            assert result["explanation"]["heatmaps"], "the heatmap model gave no heatmaps"
+            assert_bars_match(page, result)
+            assert_heatmap_matches(page, result)
+            view.shot(shot)
         page.locator("#card-link").click()
         sync_api.expect(page.locator("#card-body")).to_contain_text("No model card is available")
 

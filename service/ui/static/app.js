@@ -161,7 +161,8 @@
     const record = model.record || {};
     const use = record.intended_use || {};
     $("model-name").textContent = model.name;
-    $("model-version").textContent = [model.version, model.variant, model.provider].filter(Boolean).join(" · ");
+    const provider = model.provider && model.provider.replace(/ExecutionProvider$/, "");
+    $("model-version").textContent = [model.version, model.variant, provider].filter(Boolean).join(" · ");
     $("model-labels").textContent = (model.labels || record.labels || []).join(", ") || "–";
     const scope = [
       use.modalities && `modalities ${use.modalities.join(", ")}`,
@@ -195,6 +196,8 @@
     $("result-panel").setAttribute("aria-busy", "true");
     const form = new FormData();
     form.append("file", file, "image"); // the file's own name never leaves the browser
+    // The listing's `explain` says whether the model has heatmaps; else a 422 explain_unavailable tells us once.
+    if (model.explain === false) state.noExplain.add(key(model));
     const withExplain = !state.noExplain.has(key(model));
     let response = await api(predictPath(model) + (withExplain ? "?explain=true" : ""), { method: "POST", body: form });
     if (withExplain && response.status === 422 && response.body && response.body.code === "explain_unavailable") {
