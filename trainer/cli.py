@@ -80,13 +80,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="DataLoader worker processes")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:<index>")
     train.add_argument("--seed", type=int)
-    train.add_argument("--threshold-policy", help="youden, balanced, f1 or fixed")
+    train.add_argument("--threshold-policy", help="youden, balanced, fbeta, f1, sensitivity or fixed")
     train.add_argument(
         "--resume", nargs="?", const="last", metavar="CHECKPOINT", help="continue a run (default: OUTPUT_DIR/last.pt)"
     )
     _add_set_flag(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
     _add_data_flags(train)
+    _add_compare_parser(commands)
     describe = commands.add_parser(
         "describe", help="print per-split samples, patients and label counts as JSON; check that files exist"
     )
@@ -94,6 +95,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_set_flag(describe)
     _add_data_flags(describe)
     return parser
+
+
+def _add_compare_parser(commands: Any) -> None:
+    compare = commands.add_parser("compare", help="train several architectures with one recipe, compare on test")
+    compare.add_argument("--config", help="YAML or JSON file with the shared recipe")
+    compare.add_argument("--archs", default="convnext_tiny,resnet50", help="comma-separated architectures")
+    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--weight-decay", float),
+                       ("--stem-stride", int), ("--workers", int), ("--seed", int)):  # fmt: skip
+        compare.add_argument(flag, type=kind)
+    compare.add_argument("--output-dir", help="each model trains into OUTPUT_DIR/<arch>; the table goes here")
+    compare.add_argument("--device", help="auto, cpu, cuda or cuda:<index>")
+    compare.add_argument("--threshold-policy", help="youden, balanced, fbeta, f1, sensitivity or fixed")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    _add_set_flag(compare)
+    _add_data_flags(compare)
 
 
 def _add_set_flag(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "describe":
         return _describe(config.data)
+    if args.command == "compare":
+        from trainer.compare import compare
+
+        compare(config, [a.strip() for a in args.archs.split(",") if a.strip()])
+        return 0
     from trainer.train import train  # after parsing, so --help and config errors stay fast
 
     train(config)

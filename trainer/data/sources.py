@@ -53,7 +53,9 @@ def _microscopy(c: DataConfig, screen: Screen) -> LabeledData:
 
 READERS: dict[str, Reader] = {
     "medmnist": lambda c, screen: load_medmnist(Path(c.path), c.labels),
-    "kermany": lambda c, screen: load_kermany(Path(c.path), subtypes=c.subtypes, screen=screen),
+    "kermany": lambda c, screen: load_kermany(
+        Path(c.path), subtypes=c.subtypes, screen=screen, val_fraction=c.val_fraction, seed=c.split_seed
+    ),
     "nih": _nih,
     "mimic": _mimic,
     "chexpert": _chexpert,
