@@ -1,0 +1,136 @@
+"""PHI canary: a real DICOM carrying canary patient and institution names goes through every route, good and
+corrupt, and the canaries appear in no log line, metric, response (body or header) or file the service writes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from service_support import TINY_RECORD, service_process, tiny_model
+
+from service.config import REPO_ROOT
+
+DICOM_SAMPLES = REPO_ROOT.parent / "shared" / "data" / "dicom_samples"
+SOURCE = "SIIM_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819_CR_chest_MONOCHROME2_jpeg.dcm"
+CANARIES = {
+    "PatientName": "Canary^Phi^Q7X3",
+    "PatientID": "CANARYID9B21",
+    "InstitutionName": "Canary Institute Z5D6",
+}
+FILE_NAME = "canary-file-K2C4.dcm"
+# What must never come out: each value, its parts, and the upload's file name.
+NEEDLES = ("q7x3", "canaryid9b21", "z5d6", "k2c4", "canary")
+SKIPPED_DIRS = {".git", ".venv", ".venv-serve", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
+
+
+def canary_dicom(folder: Path) -> bytes:
+    source = DICOM_SAMPLES / SOURCE
+    if not source.is_file():
+        pytest.skip(f"the DICOM samples are not at {DICOM_SAMPLES}; CI keeps ../shared beside the clone")
+    dataset = pydicom.dcmread(source)
+    for keyword, value in CANARIES.items():
+        setattr(dataset, keyword, value)
+    dataset.InstitutionAddress = "1 Canary Road, Z5D6 Town"
+    dataset.ReferringPhysicianName = "Canary^Doctor^Q7X3"
+    path = folder / "canary.dcm"
+    dataset.save_as(path)
+    return path.read_bytes()
+
+
+def corrupt_copies(data: bytes) -> dict[str, bytes]:
+    """Damaged versions that still carry the canary tags in their header."""
+    rng = random.Random(7)
+    header_end = data.index(b"\xe0\x7f\x10\x00")  # the PixelData tag: everything before it holds the tags
+    flipped = bytearray(data)
+    for offset in rng.sample(range(header_end + 16, len(data)), 64):
+        flipped[offset] ^= 0xFF
+    broken_header = bytearray(data)
+    for offset in rng.sample(range(132, header_end), 8):
+        broken_header[offset] ^= 0x5A
+    return {
+        "pixel-data-cut": data[: header_end + 64],
+        "half": data[: len(data) // 2],
+        "pixels-flipped": bytes(flipped),
+        "header-flipped": bytes(broken_header),
+        "tags-only": data[:header_end],
+    }
+
+
+def found_canaries(text: str) -> list[str]:
+    lowered = text.lower()
+    return [needle for needle in NEEDLES if needle in lowered]
+
+
+def responses_through_every_route(client: httpx.Client, good: bytes, bad: dict[str, bytes]) -> list[httpx.Response]:
+    name, version = TINY_RECORD["name"], TINY_RECORD["version"]
+    predict_paths = ["/predict", f"/v1/models/{name}/predict", f"/v1/models/{name}/versions/{version}/predict"]
+    infer_path = f"/v2/models/{name}/infer"
+    answers = []
+    for data in (good, *bad.values()):
+        for path in predict_paths:
+            answers.append(client.post(path, files={"file": (FILE_NAME, data, "application/dicom")}))
+        answers.append(client.post("/predict?explain=true", files={"file": (FILE_NAME, data, "application/dicom")}))
+        answers.append(client.post("/predict", content=data, headers={"Content-Type": "application/dicom"}))
+        several = [("file", (FILE_NAME, data, "application/dicom")), ("file", (FILE_NAME, good, "application/dicom"))]
+        answers.append(client.post("/predict", files=several))
+        image = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(data).decode()]}
+        answers.append(client.post(infer_path, json={"inputs": [image]}))
+    for path in ("/model", "/v1/models", f"/v1/models/{name}", f"/v2/models/{name}", "/metrics", "/openapi.json"):
+        answers.append(client.get(path))
+    return answers
+
+
+def test_canaries_never_leave_the_service(tmp_path: Path) -> None:
+    outside = tmp_path / "inputs"
+    watched = tmp_path / "service"  # the model, TMPDIR and HOME of the service: any file it writes lands here
+    for folder in (outside, watched / "tmp", watched / "home"):
+        folder.mkdir(parents=True)
+    good = canary_dicom(outside)
+    assert all(value.encode() in good for value in CANARIES.values())  # the canaries really are in the file
+    bad = corrupt_copies(good)
+    model = shutil.copy(tiny_model(), watched / "model.onnx")
+    env = {
+        "SERVE_MODEL_PATH": str(model),
+        "SERVE_LOG_LEVEL": "debug",
+        "TMPDIR": str(watched / "tmp"),
+        "HOME": str(watched / "home"),
+    }
+    started = time.time()
+    with service_process(env) as server, server.client() as client:
+        answers = responses_through_every_route(client, good, bad)
+        metrics_text = client.get("/metrics").text
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[0] == 200, answers[0].text  # the canary DICOM itself is served normally
+    assert any(400 <= status < 500 for status in statuses)  # and the corrupt copies took the error paths
+    for answer in answers:
+        leaked = found_canaries(answer.text + " ".join(f"{k}: {v}" for k, v in answer.headers.items()))
+        assert not leaked, f"{answer.request.method} {answer.request.url.path} -> {answer.status_code}: {leaked}"
+    assert not found_canaries(metrics_text)
+    log_text = "".join(server.lines)
+    assert log_text.count("service.access") >= len(answers)  # the logs were captured
+    assert not found_canaries(log_text), [line for line in server.lines if found_canaries(line)][:3]
+    for path in written_files(watched, since=0) + written_files(REPO_ROOT, since=started):
+        assert not found_canaries(path.read_bytes().decode("latin-1")), f"{path} holds a canary"
+
+
+def written_files(root: Path, *, since: float) -> list[Path]:
+    """Files under `root` modified after `since` (skipping version control, environments and caches)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
+        for name in files:
+            path = Path(folder) / name
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if stat.st_mtime >= since and stat.st_size < 50_000_000 and path.is_file():
+                found.append(path)
+    return found
