@@ -377,7 +377,14 @@ def test_several_models_get_a_picker_and_a_heatmap_model_explains_x_rays_and_dic
     for name in ("model.onnx", "MODEL_CARD.md"):
         (bundled / name).symlink_to(BUNDLED_MODEL.parent / name)
     labels = ("effusion", "nodule", "pneumonia")
-    record = service_support.record_for("cam-test", "0.0.1", task="multilabel", labels=labels)
+    use = {
+        "description": "Adult chest radiographs, frontal views",
+        "modalities": ["CR", "DX"],
+        "body_parts": ["CHEST"],
+        "view_positions": ["PA", "AP"],
+        "out_of_scope": ["lateral views", "children"],
+    }
+    record = service_support.record_for("cam-test", "0.0.1", task="multilabel", labels=labels, intended_use=use)
     service_support.build_heatmap_model(models / "cam-test" / "0.0.1" / "model.onnx", record)
     settings = Settings(
         model_dir=models, model_path=None, default_model="pneumoniamnist-convnext_atto",
@@ -393,6 +400,10 @@ def test_several_models_get_a_picker_and_a_heatmap_model_explains_x_rays_and_dic
         picker.focus()
         picker.select_option(label="cam-test 0.0.1")
         sync_api.expect(page.locator("#model-name")).to_have_text("cam-test")
+        sync_api.expect(page.locator("#model-use")).to_have_text(
+            "Adult chest radiographs, frontal views (modalities CR, DX; body parts CHEST; views PA, AP)"
+        )
+        sync_api.expect(page.locator("#model-out-of-scope")).to_have_text("lateral views; children")
         for image, shot in ((XRAY, "heatmap-xray-real"), (DICOM, "heatmap-dicom-real")):
             page.locator("#result-panel").evaluate("panel => { panel.hidden = true; }")
             with page.expect_request(lambda request: request.method == "POST") as sent:
@@ -472,3 +483,12 @@ def test_the_page_renders_contract_3_heatmaps_and_tasks(server: Any, open_page: 
     sync_api.expect(page.locator("#heatmap")).to_be_hidden()
     page.locator("#heatmap-toggle").press("Space")
     view.shot(f"heatmap-{task}")
+    # Every control a screen reader reaches has a name; every image shown has a text alternative.
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button, a[href], img')]
+            .filter(el => el.getAttribute('aria-hidden') !== 'true' && el.offsetParent !== null)
+            .filter(el => !((el.labels && el.labels.length) || el.getAttribute('aria-label')
+                            || (el.tagName === 'IMG' ? el.alt : el.textContent.trim())))
+            .map(el => el.outerHTML.slice(0, 80))"""
+    )
+    assert unnamed == []
