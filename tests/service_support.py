@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import uvicorn
+from data_location import DATA  # ../shared/data beside the clone, else the sample in tests/data
 from prometheus_client.parser import text_string_to_metric_families
 
 from medcore.imaging import load_model_input
@@ -34,7 +35,6 @@ from service.app import create_app
 from service.config import Settings
 from service.model import LoadedModel
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KERMANY = DATA / "kermany_chest_xray_subset" / "images"
 COVID = DATA / "covid_chestxray_ieee8023_subset" / "images"
 # PNG bytes behind a .jpg name: decoding must go by content.
@@ -290,3 +290,70 @@ def service_process(env: dict[str, str], *, wait_ready: bool = True) -> Iterator
             process.kill()
             process.wait(10)
         reader.join(10)
+
+
+def record_for(
+    name: str, version: str, *, task: str = "binary", labels: tuple[str, ...] = ("pneumonia",), **extra: Any
+) -> str:
+    """TINY_RECORD with another name, version, task and labels (thresholds 0.5), as record JSON."""
+    record = {**TINY_RECORD, "name": name, "version": version, "task": task, "labels": list(labels), **extra}
+    record["thresholds"] = {label: 0.5 for label in labels}
+    return ModelRecord.model_validate(record).to_json()
+
+
+def build_heatmap_model(path: Path, record_json: str, *, heatmaps: bool = True) -> Path:
+    """A tiny class-activation-map net (1x28x28): conv features -> 1x1 conv to one map per label [N, L, 4, 4];
+    logits are the maps' spatial means, as export's `heatmaps` contract says; sigmoid, or softmax for multiclass.
+
+    With `heatmaps=False` the same net exports only "probabilities" (a model that cannot explain).
+    """
+    import onnx
+    import torch
+    from torch import nn
+
+    record = ModelRecord.from_json(record_json)
+    labels = record.num_outputs
+    multiclass = record.task.value == "multiclass"
+
+    class Cam(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(7))
+            self.head = nn.Conv2d(4, labels, 1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            maps = self.head(self.features(x))
+            logits = maps.mean(dim=(2, 3))
+            probs = torch.softmax(logits, dim=1) if multiclass else torch.sigmoid(logits)
+            return probs, maps
+
+    torch.manual_seed(1)
+    net = Cam().eval()
+    names = ["probabilities", "heatmaps"] if heatmaps else ["probabilities"]
+
+    class OnlyProbabilities(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)[0]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net if heatmaps else OnlyProbabilities(),
+            (torch.zeros(1, 1, 28, 28),),
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
+        )
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key = ONNX_METADATA_KEY
+    entry.value = record_json
+    onnx.save(model, str(path))
+    return path

@@ -32,7 +32,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     settings = Settings()
     bundled = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.onnx"
-    assert settings.model_path == bundled == BUNDLED_MODEL
+    assert settings.model_path is None  # the model directory, not one file
+    assert settings.model_dir == REPO / "models" == bundled.parents[2] == BUNDLED_MODEL.parents[2]
+    assert (settings.default_model, settings.variant, settings.deadline_ms) == (None, "auto", 2000.0)
+    assert (settings.max_pending, settings.max_files, settings.drain_timeout_s) == (64, 16, 15.0)
+    assert settings.inference_threads >= 1  # one per usable core
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
     assert (settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_limit) == (16, 5.0, 256)
     assert settings.max_body_bytes == 20 * 1024 * 1024

@@ -109,7 +109,7 @@ def test_missing_file_field_is_a_validation_error(server: RunningServer) -> None
         response = client.post("/predict", files={"image": ("x.jpg", GOOD_IMAGE.read_bytes())})
         assert_error(response, 422, "validation_error")
         assert "file" in response.json()["detail"]
-        assert_error(client.post("/predict"), 422, "validation_error")
+        assert_error(client.post("/predict"), 415, "unsupported_media_type")  # no body, no Content-Type
         assert_still_serving(client)
 
 

@@ -100,7 +100,17 @@ def test_openapi_documents_predict_and_its_errors(server: RunningServer) -> None
     assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictResponse")
     assert predict["responses"]["415"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     schemas = spec["components"]["schemas"]
-    assert set(schemas["PredictResponse"]["properties"]) == {"model", "predictions", "batch_size", "timings_ms"}
+    assert set(schemas["PredictResponse"]["properties"]) == {"model", "results"}
+    assert set(schemas["ImageResult"]["properties"]) == {
+        "index",
+        "predictions",
+        "batch_size",
+        "timings_ms",
+        "explanation",
+    }
+    assert set(schemas["ImageFailure"]["properties"]) == {"index", "status", "error"}
+    body = predict["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "image/png", "image/jpeg", "image/tiff", "application/dicom"}
     assert set(schemas["LabelPrediction"]["properties"]) == {"label", "probability", "threshold", "positive"}
     assert {"/model", "/health/live", "/health/ready", "/metrics"} <= set(spec["paths"])
 

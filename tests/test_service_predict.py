@@ -70,9 +70,10 @@ def test_concurrent_requests_are_batched_and_each_answer_is_its_own(server: Runn
 
     assert [r.status_code for r in responses] == [200] * len(images)
     bodies = [r.json() for r in responses]
-    for body, want in zip(bodies, expected, strict=True):
-        assert body["predictions"][0]["probability"] == pytest.approx(want, abs=TOLERANCE)
-    assert max(body["batch_size"] for body in bodies) > 1
+    results = [body["results"][0] for body in bodies]
+    for result, want in zip(results, expected, strict=True):
+        assert result["predictions"][0]["probability"] == pytest.approx(want, abs=TOLERANCE)
+    assert max(result["batch_size"] for result in results) > 1
 
     def batches_over_one(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
         return sample(samples, "serve_batch_size_count") - sample(samples, "serve_batch_size_bucket", le="1.0")
@@ -87,16 +88,24 @@ def test_response_carries_model_decisions_and_timings(server: RunningServer) -> 
     with server.client() as client:
         body = post_image(client, data, filename="patient-name.jpeg").json()
     record = ModelRecord.model_validate(TINY_RECORD)
-    assert body["model"] == {"name": record.name, "version": record.version, "task": record.task.value}
+    assert body["model"] == {
+        "name": record.name,
+        "version": record.version,
+        "task": record.task.value,
+        "variant": "fp32",
+        "provider": "CPUExecutionProvider",
+    }
+    (result,) = body["results"]
+    assert result["index"] == 0
     probability = reference_probabilities(tiny_model(), data)
     ((decision,),) = decide(probability[None, :], record)
-    (prediction,) = body["predictions"]
+    (prediction,) = result["predictions"]
     assert prediction["label"] == "pneumonia"
     assert prediction["threshold"] == 0.5
     assert prediction["probability"] == pytest.approx(decision.probability, abs=TOLERANCE)
     assert prediction["positive"] is decision.positive
-    assert body["batch_size"] >= 1
-    timings = body["timings_ms"]
+    assert result["batch_size"] >= 1
+    timings = result["timings_ms"]
     assert set(timings) == {"preprocess", "queue", "inference", "total"}
     assert all(value >= 0 for value in timings.values())
     assert timings["total"] >= timings["preprocess"]
@@ -113,6 +122,5 @@ def test_images_are_decoded_by_content(server: RunningServer, path: Path) -> Non
     with server.client() as client:
         response = post_image(client, data, filename="upload.bin")
     assert response.status_code == 200, response.text
-    probability = response.json()["predictions"][0]["probability"]
+    probability = response.json()["results"][0]["predictions"][0]["probability"]
     assert probability == pytest.approx(float(reference_probabilities(tiny_model(), data)[0]), abs=TOLERANCE)
-

@@ -31,9 +31,10 @@ def get_runtime(request: Request) -> Runtime:
 
 
 def get_ready_runtime(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Runtime:
-    """The runtime, once warm-up has run and while not draining; 503 `not_ready` otherwise."""
-    if not runtime.ready:
-        raise NotReadyError(f"the model is not ready: {runtime.status}")
+    """The runtime, once warm-up has run; 503 `not_ready` before. (Admission refuses new work while draining;
+    what it admitted before still runs.)"""
+    if not runtime.registry.ready:
+        raise NotReadyError(f"the model is not ready: {runtime.registry.status}")
     return runtime
 
 

@@ -21,6 +21,8 @@ async def live(runtime: RuntimeDep) -> HealthStatus:
 
 
 @router.get("/ready", response_model=HealthStatus, responses=error_docs(503))
-async def ready(_: ReadyRuntimeDep) -> HealthStatus:
-    """200 once the model is loaded and a warm-up inference has run; 503 `not_ready` before."""
+async def ready(runtime: ReadyRuntimeDep) -> HealthStatus:
+    """200 once every model is loaded and has run a warm-up inference; 503 `not_ready` before and while draining."""
+    if not runtime.ready:
+        raise NotReadyError(f"the model is not ready: {runtime.status}")
     return HealthStatus(status="ready")
