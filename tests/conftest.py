@@ -1,17 +1,16 @@
-"""Shared test fixtures: where the real data lives."""
+"""Shared test fixtures: where the real data lives (../shared/data, else the sample in tests/data)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from data_location import DATA, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = DATA  # ../shared/data beside the clone, else tests/data (same layout and file names)
+__all__ = ["REPO_ROOT", "SHARED_DATA"]
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real test data not found at {SHARED_DATA}; CI keeps ../shared beside the clone")
     return SHARED_DATA

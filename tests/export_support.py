@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from data_location import DATA
 
 from export import ExportReport, export_onnx
 from medcore.record import ModelRecord, Preprocessing, Provenance, Task
@@ -16,7 +17,7 @@ from trainer.checkpoint import Checkpoint, save_checkpoint
 from trainer.models import ModelSpec, build_model
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = DATA  # ../shared/data beside the clone, else the sample in tests/data
 KERMANY = SHARED_DATA / "kermany_chest_xray_subset" / "images"
 COVID = SHARED_DATA / "covid_chestxray_ieee8023_subset" / "images"
 PNEUMONIAMNIST = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_reconstructed_v2_splits.npz"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from data_location import needs_full_data
 from service_support import post_image, running_server
 
 from medcore.imaging import preprocess_image, stack_batch
@@ -40,6 +41,7 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+@needs_full_data
 def test_full_resolution_uploads_agree_with_their_medmnist_twins(shared_data: Path) -> None:
     if not BUNDLED_MODEL.is_file():
         pytest.fail(f"the bundled model {BUNDLED_MODEL} is missing")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_fixtures import build_kermany, covid_images, kermany_images, link
+from data_location import needs_full_data
 
 from medcore.record import Task
 from trainer.data.kermany import SUBTYPES, load_kermany
@@ -74,6 +75,7 @@ def test_medmnist_multilabel_and_multiclass(tmp_path: Path, shared_data: Path) -
         load_medmnist(tmp_path / "chestmnist.npz", labels=("a", "b"))
 
 
+@needs_full_data
 def test_medmnist_leakage_check_finds_identical_images_across_splits(shared_data: Path) -> None:
     # The reconstructed PneumoniaMNIST (pinned by sha256 in its SOURCE.md) carries upstream duplicates:
     # 8 validation images are byte-identical to training images.

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_location import needs_full_data
 from trainer_support import PNEUMONIAMNIST, kermany_files, make_kermany_tree
 
 from medcore.imaging import load_model_input, preprocess_image
@@ -26,6 +27,7 @@ def kermany_tree(tmp_path: Path) -> Path:
     return make_kermany_tree(tmp_path / "chest_xray", {"train": 3, "val": 2, "test": 2})
 
 
+@needs_full_data
 def test_medmnist_splits_labels_and_limit() -> None:
     data = load_data(DataConfig(kind="medmnist", path=str(PNEUMONIAMNIST)))
     assert data.task is Task.BINARY and data.label_names == ("pneumonia",)

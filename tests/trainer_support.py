@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from data_location import DATA as DATA_ROOT
+
+DATA = DATA_ROOT  # ../shared/data beside the clone, else the sample in tests/data
 PNEUMONIAMNIST = DATA / "pneumoniamnist" / "pneumoniamnist_reconstructed_v2_splits.npz"
 KERMANY = DATA / "kermany_chest_xray_subset"
 
