@@ -128,6 +128,10 @@ def complete_openapi(spec: dict[str, Any], *, protected: bool, open_groups: tupl
             responses = operation.setdefault("responses", {})
             if "422" in responses:  # FastAPI documents its own HTTPValidationError; we send ErrorBody
                 responses["422"] = _error_response(422, error_ref)
+            # What the middlewares and the path parameters can answer on any such route.
+            for status, applies in ((404, "{" in path), (413, "requestBody" in operation), (503, path != "/v2")):
+                if applies:
+                    responses.setdefault(str(status), _error_response(status, error_ref))
             if protected and not is_open(path, open_groups):
                 operation["security"] = [{"bearer": []}, {"apiKey": []}]
                 responses.setdefault("401", _error_response(401, error_ref))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import logging
 import re
 
+import httpx
+import pytest
 from service_support import COVID, TINY_RECORD, post_image, require_data, service_process, tiny_model
+from starlette.types import Receive, Scope, Send
 
 from service.logs import REDACTED_MESSAGE, JsonFormatter, TextFormatter
-from service.request_context import MAX_REQUEST_ID_LENGTH
+from service.request_context import MAX_REQUEST_ID_LENGTH, RequestContextMiddleware
 
 IMAGE = COVID / "000001-2.jpg"
 NEW_ID = re.compile(r"[0-9a-f]{32}")
@@ -101,3 +105,32 @@ def test_an_exception_is_one_json_line() -> None:
         logger.removeHandler(handler)
     (line,) = stream.getvalue().splitlines()
     assert "RuntimeError: boom" in json.loads(line)["exception"]
+
+
+def test_an_unexpected_error_is_a_json_500_with_the_request_id(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken_app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("a bug")
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=RequestContextMiddleware(broken_app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            return await client.get(path, headers={"X-Request-ID": "bug-1"})
+
+    with caplog.at_level(logging.INFO):
+        plain, oip = asyncio.run(get("/predict")), asyncio.run(get("/v2/models/x/infer"))
+    assert plain.status_code == oip.status_code == 500
+    assert plain.headers["x-request-id"] == "bug-1"
+    assert plain.json() == {
+        "code": "internal_error",
+        "detail": "the server hit an unexpected error",
+        "request_id": "bug-1",
+    }
+    assert oip.json() == {
+        "error": "the server hit an unexpected error",
+        "code": "internal_error",
+        "request_id": "bug-1",
+    }
+    logged = [record for record in caplog.records if record.name == "service.request_context"]
+    assert logged and logged[0].exc_info is not None  # the traceback is logged, once per failure
+    access = [record for record in caplog.records if record.name == "service.access"]
+    assert [vars(record)["status"] for record in access] == [500, 500]
