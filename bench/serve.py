@@ -1,11 +1,17 @@
-"""Benchmark the service against raw onnxruntime and a plain FastAPI server, on the same model and image.
+"""Benchmark the service against raw onnxruntime, a plain FastAPI server and LitServe, on the same model and image.
 
-    .venv/bin/python bench/serve.py [--model M.onnx] [--image X.jpeg] [--requests 256]
+    .venv/bin/python bench/serve.py [--model M.onnx ...] [--image X.png] [--requests 256] [--max-seconds 10]
+
+Without --model it runs two models: the bundled one (28x28, 1 label) and a convnext_tiny at 224x224 with
+14 labels (random weights), built with the trainer's model factory, exported by the export library
+(`export_onnx`, the code behind `python -m export`) and cached under runs/bench/. Without --image every
+request sends a 1024x1024 8-bit PNG made once from a Kermany radiograph (also cached there).
 
 Every system does the same work per image: decode + preprocess with medcore.imaging, then onnxruntime.
 - onnxruntime: in this process, N threads each running one image at a time (no HTTP, no batching);
 - plain FastAPI: a minimal server that runs onnxruntime per request in FastAPI's threadpool (no batching);
-- service: `python -m service` with its default settings (micro-batching).
+- LitServe: its LitAPI with batching on (max_batch_size 8, batch_timeout 5 ms), default server settings;
+- service: `python -m service` with its default settings (pipelined decode, micro-batching, admission).
 Servers run as subprocesses on free 127.0.0.1 ports and are stopped at the end. The load generator shares
 the machine's cores with the server, as the printed machine line says.
 """
@@ -27,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import httpx
 import numpy as np
@@ -41,7 +47,12 @@ from service.config import BUNDLED_MODEL
 from service.model import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "kermany_chest_xray_subset" / "images" / "IM-0001-0001.jpeg"
+SOURCE_IMAGE = REPO.parent / "shared" / "data" / "kermany_chest_xray_subset" / "images" / "IM-0001-0001.jpeg"
+CACHE = REPO / "runs" / "bench"
+CHEST14 = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+)  # fmt: skip
 CONCURRENCY = (1, 8, 32)
 WARMUP_REQUESTS = 8
 
@@ -80,11 +91,14 @@ HEADER = format_row([name for name, _ in COLUMNS])
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="ONNX model with its record")
-    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the image every request sends")
+    parser.add_argument(
+        "--model", type=Path, action="append", help="ONNX model with its record (repeatable; default: both above)"
+    )
+    parser.add_argument("--image", type=Path, help="the image every request sends (default: a 1024x1024 PNG)")
     parser.add_argument("--requests", type=int, default=256, help="requests per system and concurrency")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop a run early after this long")
     parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--litserve-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
@@ -107,6 +121,79 @@ def plain_app(model: Path) -> FastAPI:
         return {"probabilities": loaded.predict(inputs[None])[0].tolist()}
 
     return app
+
+
+def litserve_main(model: Path, port: int) -> None:
+    """LitServe with its batching on: decode per request, one onnxruntime call per batch."""
+    import litserve as ls
+
+    class OnnxApi(ls.LitAPI):
+        def setup(self, device: str) -> None:
+            self.loaded = load_model(model, provider="cpu")
+
+        def decode_request(self, request: Any) -> np.ndarray:
+            return load_model_input(request["file"].file.read(), self.loaded.record.preprocessing)
+
+        def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
+            return np.stack(inputs)
+
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            return self.loaded.predict(batch)
+
+        def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
+            return list(output)
+
+        def encode_response(self, output: np.ndarray) -> dict[str, list[float]]:
+            return {"probabilities": output.tolist()}
+
+    server = ls.LitServer(OnnxApi(max_batch_size=8, batch_timeout=0.005), accelerator="cpu", workers_per_device=1)
+    server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False)
+
+
+# --- the models and the image ---
+
+
+def convnext_tiny_model() -> Path:
+    """convnext_tiny, 1x224x224, 14 labels, random weights: trainer factory -> checkpoint -> export_onnx."""
+    out = CACHE / "convnext_tiny-224-chest14" / "model.onnx"
+    if out.is_file():
+        return out
+    import torch
+
+    from export import export_onnx
+    from medcore.record import ModelRecord, Preprocessing, Provenance, Task
+    from trainer.checkpoint import Checkpoint, save_checkpoint
+    from trainer.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    spec = ModelSpec("convnext_tiny", num_outputs=len(CHEST14), in_channels=1)
+    record = ModelRecord(
+        name="bench-convnext_tiny-chest14",
+        version="0.0.0",
+        task=Task.MULTILABEL,
+        labels=CHEST14,
+        thresholds=dict.fromkeys(CHEST14, 0.5),
+        preprocessing=Preprocessing(height=224, width=224, channels=1, mean=(0.5,), std=(0.25,)),
+        provenance=Provenance(architecture="convnext_tiny (random weights, for speed only)"),
+    )
+    checkpoint = CACHE / "convnext_tiny-224-chest14" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    state = build_model(spec).state_dict()
+    save_checkpoint(Checkpoint(spec=spec, record=record, model_state=state, epoch=0, config={}), checkpoint)
+    print(f"exporting {out} (once; cached) ...", flush=True)
+    export_onnx(checkpoint, out, parity_images=[SOURCE_IMAGE], force=True)
+    return out
+
+
+def bench_image() -> Path:
+    """A 1024x1024 8-bit grayscale PNG made from a real radiograph (the issue's test image size)."""
+    out = CACHE / "chest-1024.png"
+    if not out.is_file():
+        from PIL import Image
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(SOURCE_IMAGE).convert("L").resize((1024, 1024), Image.Resampling.BICUBIC).save(out)
+    return out
 
 
 # --- systems under test ---
@@ -209,13 +296,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server subprocess, wait for /health/ready, and always stop it."""
+def server(
+    command: list[str], env: dict[str, str], port: int, health: str = "/health/ready"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server subprocess, wait for its health path, and always stop it."""
     # A file, not a pipe: a chatty server must never block on a full pipe.
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_ready(process, " ".join(command), f"http://127.0.0.1:{port}", log)
+            wait_ready(process, " ".join(command), f"http://127.0.0.1:{port}", log, health)
             yield process
         finally:
             process.terminate()
@@ -226,7 +315,9 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[subpr
                 process.wait()
 
 
-def wait_ready(process: subprocess.Popen[bytes], name: str, url: str, log: IO[bytes], timeout_s: float = 120) -> None:
+def wait_ready(
+    process: subprocess.Popen[bytes], name: str, url: str, log: IO[bytes], health: str, timeout_s: float = 120
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
@@ -234,7 +325,7 @@ def wait_ready(process: subprocess.Popen[bytes], name: str, url: str, log: IO[by
             output = log.read().decode(errors="replace")
             raise SystemExit(f"server {name} exited with {process.returncode}:\n{output}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+            if httpx.get(url + health, timeout=2).status_code == 200:
                 return
         if time.monotonic() > deadline:
             raise SystemExit(f"server {name} was not ready after {timeout_s:.0f} s")
@@ -250,14 +341,22 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def bench_server(
-    name: str, command: list[str], env: dict[str, str], port: int, run: Callable[[str, int], HttpRun]
-) -> None:
-    with server(command, env, port) as process:
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    run: Callable[[str, int], HttpRun],
+    health: str = "/health/ready",
+) -> list[Result]:
+    results = []
+    with server(command, env, port, health) as process:
         for concurrency in CONCURRENCY:
             http = run(f"http://127.0.0.1:{port}", concurrency)
             rss = peak_rss_mb(process.pid)
             result = Result(name, concurrency, http.latencies_s, http.wall_s, http.errors, rss, http.mean_batch)
             print(result.row(), flush=True)
+            results.append(result)
+    return results
 
 
 def machine() -> str:
@@ -272,34 +371,68 @@ def machine() -> str:
 
 def main(args: argparse.Namespace) -> None:
     if args.plain_server:
-        uvicorn.run(plain_app(args.model), host="127.0.0.1", port=args.port, log_level="warning")
+        uvicorn.run(plain_app(args.model[0]), host="127.0.0.1", port=args.port, log_level="warning")
         return
-    for what, path in (("model", args.model), ("image", args.image)):
+    if args.litserve_server:
+        litserve_main(args.model[0], args.port)
+        return
+    image = args.image or bench_image()
+    models = args.model or [BUNDLED_MODEL, convnext_tiny_model()]
+    for what, path in (("image", image), *(("model", m) for m in models)):
         if not path.is_file():
             raise SystemExit(f"{what} {path} does not exist; pass --{what}")
-    data = args.image.read_bytes()
-    record = load_model(args.model, provider="cpu").record
     print(f"machine: {machine()}")
+    for model in models:
+        bench_model(model, image, args)
+
+
+def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
+    data = image.read_bytes()
+    record = load_model(model, provider="cpu").record
     print(
-        f"model: {record.name} {record.version} ({args.model}), input {record.preprocessing.channels}x"
-        f"{record.preprocessing.height}x{record.preprocessing.width}; image: {args.image.name} ({len(data)} bytes); "
-        f"{args.requests} requests per row (or {args.max_seconds:.0f} s), after {WARMUP_REQUESTS} warm-up requests"
+        f"\nmodel: {record.name} {record.version}, input {record.preprocessing.channels}x"
+        f"{record.preprocessing.height}x{record.preprocessing.width}, {record.num_outputs} outputs; image: "
+        f"{image.name} ({len(data)} bytes); {args.requests} requests per row (or {args.max_seconds:.0f} s), "
+        f"after {WARMUP_REQUESTS} warm-up requests"
     )
     print("RSS MB: peak resident memory of the server process (onnxruntime rows: this whole bench process)")
     print(HEADER)
+    rows: dict[str, list[Result]] = {"onnxruntime": []}
     for concurrency in CONCURRENCY:
-        print(bench_in_process(args.model, data, concurrency, args.requests, args.max_seconds).row(), flush=True)
+        result = bench_in_process(model, data, concurrency, args.requests, args.max_seconds)
+        print(result.row(), flush=True)
+        rows["onnxruntime"].append(result)
 
     def http(url: str, concurrency: int) -> HttpRun:
         return asyncio.run(bench_http(url, data, concurrency, args.requests, args.max_seconds))
 
+    me = [sys.executable, str(Path(__file__).resolve()), "--model", str(model)]
     port = free_port()
-    plain = [sys.executable, str(Path(__file__).resolve()), "--plain-server", "--model", str(args.model)]
-    bench_server("plain FastAPI", [*plain, "--port", str(port)], {}, port, http)
+    rows["plain FastAPI"] = bench_server("plain FastAPI", [*me, "--plain-server", "--port", str(port)], {}, port, http)
     port = free_port()
-    env = {"SERVE_MODEL_PATH": str(args.model.resolve()), "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
+    command = [*me, "--litserve-server", "--port", str(port)]
+    rows["LitServe"] = bench_server("LitServe", command, {}, port, http, health="/health")
+    port = free_port()
+    env = {"SERVE_MODEL_PATH": str(model.resolve()), "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
     env["SERVE_LOG_LEVEL"] = "warning"
-    bench_server("service", [sys.executable, "-m", "service"], env, port, http)
+    rows["service"] = bench_server("service", [sys.executable, "-m", "service"], env, port, http)
+    print(verdict(rows))
+
+
+def verdict(rows: dict[str, list[Result]]) -> str:
+    """The goals: service >= plain img/s and p99 <= plain at every concurrency; >= 95% of in-process at c=8."""
+    lines = []
+    for mine, plain, local in zip(rows["service"], rows["plain FastAPI"], rows["onnxruntime"], strict=True):
+        rate, plain_rate, local_rate = (len(r.latencies_s) / r.wall_s for r in (mine, plain, local))
+        p99, plain_p99 = (
+            float(np.percentile(r.latencies_s, 99)) if r.latencies_s else float("nan") for r in (mine, plain)
+        )
+        line = f"c={mine.concurrency}: service/plain img/s {rate / plain_rate:.2f}, "
+        line += f"p99 {p99 * 1e3:.0f} ms (plain {plain_p99 * 1e3:.0f} ms)"
+        if mine.concurrency == 8:
+            line += f", service/in-process {rate / local_rate:.2f}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
