@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from trainer.intervals import bootstrap_counts, ranking_draws, task_intervals
 from trainer.metrics import binary_metrics, multiclass_metrics, multilabel_metrics
 from trainer.report import ReportSettings, write_report
 from trainer.temperature import fold_temperature
+from trainer.tensorboard_log import log_epoch
 from trainer.thresholds import choose_threshold
 
 Y = np.array([0, 0, 1, 1, 1], dtype=np.float32)
@@ -138,3 +140,12 @@ def test_report_writes_tables_csv_and_figures(tmp_path: Path) -> None:
     assert "| AUROC |" in text and "Youden's J" in text and "![ROC](roc.png)" in text and "200 resamples" in text
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+
+
+def test_tensorboard_is_optional(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    row = {"epoch": 0, "train_loss": 0.5, "val_auroc": 0.9, "val_balanced_accuracy": None}
+    written = log_epoch(tmp_path, row)
+    if importlib.util.find_spec("tensorboard") is None:
+        assert written is False and "tensorboard is not installed" in caplog.text
+    else:
+        assert written is True and list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -13,6 +13,7 @@ from typing import Any
 from medcore.atomic import atomic_write
 from medcore.record import Task
 from trainer.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from trainer.checks import check_input_size, check_labels, check_leakage
 from trainer.config import TrainConfig, save_config
 from trainer.data import LabeledData, load_data, make_dataset
 from trainer.data.describe import without_identifiers
@@ -23,6 +24,7 @@ from trainer.report import ReportSettings, write_history, write_report
 from trainer.run import Run, build_run, make_loader, to_checkpoint
 from trainer.runtime import seed_everything
 from trainer.temperature import temperature_scale
+from trainer.tensorboard_log import log_epoch
 from trainer.thresholds import choose_thresholds
 
 logger = logging.getLogger("trainer")
@@ -44,8 +46,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     seed_everything(config.seed)
     data = load_data(config.data)
     data = _keep_data_report(data, output_dir)
+    check_leakage(data, config.data.allow_leakage)
+    check_labels(data)
     factory = partial(make_dataset, config=config.data)
     recipe = resume.record.preprocessing if resume else resolve_recipe(config.preprocessing, data, factory)
+    check_input_size(config.model.arch, config.model.stem_stride, recipe.height, recipe.width)
     run = build_run(config, data, recipe, resume)
     save_config(config, output_dir / "config.yaml")
     _log_start(run)
@@ -64,9 +69,11 @@ def _keep_data_report(data: LabeledData, output_dir: Path) -> LabeledData:
 
 def _resume_checkpoint(config: TrainConfig, output_dir: Path) -> Checkpoint | None:
     if config.resume is None:
-        if (output_dir / LAST).exists():
+        outputs = [name for name in (LAST, BEST, "metrics.json") if (output_dir / name).exists()]
+        if outputs:
             raise FileExistsError(
-                f"{output_dir / LAST} exists: pass --resume to continue that run, or choose another --output-dir"
+                f"{output_dir} already holds a run ({', '.join(outputs)}): pass --resume to continue it, or choose"
+                f" another --output-dir"
             )
         return None
     path = output_dir / LAST if config.resume == "last" else Path(config.resume)
@@ -106,6 +113,8 @@ def _run_epoch(run: Run, epoch: int) -> None:
         run.best_score, run.best_epoch = score, epoch
     run.history.append(_history_row(epoch, stats, val.loss, val_metrics))
     write_history(run.output_dir, run.history)
+    if config.report.tensorboard:
+        log_epoch(run.output_dir, run.history[-1])
     _log_epoch(run, epoch, stats, val.loss, val_metrics, improved)
     checkpoint = to_checkpoint(run, epoch, thresholds, {"epoch": epoch, "val": val_metrics})
     if improved:
@@ -147,7 +156,7 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
     extra = {
         "task": run.data.task.value,
         "threshold_policy": run.config.threshold.policy,
-        "best_epoch": best.epoch,
+        "best_epoch": best.epoch + 1,  # 1-based, as logged ("epoch 3/10 *best") and in the history
         "epochs": run.config.epochs,
         "wall_seconds": round(seconds, 1),
         "device": run.precision.describe(),
