@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from medcore.imaging.budget import DEFAULT_MAX_DECODE_BYTES
 from medcore.imaging.channels import decode_channels
 from medcore.imaging.decode import DEFAULT_MAX_PIXELS, decode_image
-from medcore.record import Interpolation, Preprocessing
+from medcore.imaging.intended_use import check_intended_use
+from medcore.record import IntendedUse, Interpolation, Preprocessing
 
 _RESAMPLE = {
     Interpolation.NEAREST: Image.Resampling.NEAREST,
@@ -32,16 +34,24 @@ def is_single_image(recipe: Preprocessing) -> bool:
     return recipe.channel_names is None and recipe.channels in (1, 3)
 
 
+def crop_box(size: tuple[int, int], recipe: Preprocessing) -> tuple[int, int, int, int]:
+    """The region (left, top, right, bottom) of a `size` = (width, height) image the model sees, before resizing."""
+    width, height = size
+    if recipe.crop != "center_square":
+        return (0, 0, width, height)
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return (left, top, left + side, top + side)
+
+
 def resize_image(image: Image.Image, recipe: Preprocessing) -> Image.Image:
     """Convert, centre-crop and resize: the geometric part of the recipe, still 8-bit."""
     mode = image_mode(recipe)
     if image.mode != mode:
         image = image.convert(mode)
-    if recipe.crop == "center_square":
-        width, height = image.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
+    box = crop_box(image.size, recipe)
+    if box != (0, 0, *image.size):
+        image = image.crop(box)
     if image.size != (recipe.width, recipe.height):
         image = image.resize((recipe.width, recipe.height), resample=_RESAMPLE[recipe.interpolation])
     return image
@@ -79,25 +89,43 @@ def preprocess_image(image: Image.Image | np.ndarray, recipe: Preprocessing) -> 
 
 
 def load_model_input(
-    data: bytes, recipe: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    recipe: Preprocessing,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    intended_use: IntendedUse | None = None,
 ) -> np.ndarray:
     """Image file bytes -> float32 CHW model input, exactly as the model was trained to see it.
 
-    A stacked-channel recipe reads one multi-page TIFF (a page per channel); see `load_stacked_input`.
+    `max_bytes` is the decode budget (budget.py); with `intended_use`, a DICOM outside it raises
+    `OutsideIntendedUseError` before its pixels are decoded. A stacked-channel recipe reads one
+    multi-page TIFF (a page per channel); see `load_stacked_input`.
     """
+    check_intended_use(data, intended_use, max_bytes=max_bytes)
     if not is_single_image(recipe):
-        return load_stacked_input([data], recipe, max_pixels=max_pixels)
+        return load_stacked_input([data], recipe, max_pixels=max_pixels, max_bytes=max_bytes)
     image = decode_image(
-        data, mode=image_mode(recipe), max_pixels=max_pixels, min_side=max(recipe.height, recipe.width)
+        data,
+        mode=image_mode(recipe),
+        max_pixels=max_pixels,
+        min_side=max(recipe.height, recipe.width),
+        max_bytes=max_bytes,
     )
     return preprocess_image(image, recipe)
 
 
 def load_stacked_input(
-    files: Sequence[bytes], recipe: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    files: Sequence[bytes],
+    recipe: Preprocessing,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> np.ndarray:
     """One file per channel (in the recipe's channel order), or one multi-page TIFF -> float32 CHW."""
-    pixels = decode_channels(files, recipe.channels, max_pixels=max_pixels, min_side=max(recipe.height, recipe.width))
+    pixels = decode_channels(
+        files, recipe.channels, max_pixels=max_pixels, min_side=max(recipe.height, recipe.width), max_bytes=max_bytes
+    )
     return normalize(resize_channels(pixels, recipe), recipe)
 
 
