@@ -50,8 +50,8 @@ pytestmark = [
 
 
 def _settings() -> Settings:
-    # The bundled model, with few threads: the browser needs the cores too.
-    return Settings(model_path=BUNDLED_MODEL, decode_threads=1, intra_op_threads=1)
+    # The default model directory (the bundled model), with few threads: the browser needs the cores too.
+    return Settings(decode_threads=1, intra_op_threads=1)
 
 
 @pytest.fixture(scope="module")

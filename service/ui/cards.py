@@ -29,11 +29,18 @@ def find_card(app: FastAPI, name: str, version: str) -> Path:
 
 
 def _model_folder(app: FastAPI, name: str, version: str) -> Path:
-    """SERVE_MODEL_PATH's folder for the one model it serves, else SERVE_MODEL_DIR/<name>/<version>/."""
+    """The served model's folder: SERVE_MODEL_PATH's, else SERVE_MODEL_DIR/<name>/<version>/ (contract 2)."""
     settings = app.state.settings
+    runtime = getattr(app.state, "runtime", None)
+    registry = getattr(runtime, "registry", None)
+    if registry is not None:
+        # The registry answers 404 `model_not_found` itself for a model it does not serve.
+        served = registry.get(name, version)
+        name, version = served.name, served.version
+    elif runtime is not None and (runtime.model.record.name, runtime.model.record.version) != (name, version):
+        raise CardNotFoundError("model_not_found", f"no served model named {name!r} with version {version!r}")
     model_path: Path | None = settings.model_path
     if model_path is not None:
-        runtime = getattr(app.state, "runtime", None)
         if runtime is None:
             raise NotReadyError("the model is not loaded")
         record = runtime.model.record
