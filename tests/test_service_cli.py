@@ -61,6 +61,11 @@ def test_check_fails_with_one_line_reason(tmp_path: Path) -> None:
 
 
 def test_bad_settings_end_in_one_clear_line(tmp_path: Path) -> None:
+    no_keys = tmp_path / "keys.txt"
+    no_keys.write_text("# keys are added at deployment\n", encoding="utf-8")
+    result = run(env={"SERVE_API_KEYS_FILE": str(no_keys), "SERVE_MODEL_PATH": str(tiny_model())})
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"invalid SERVE_* settings: SERVE_API_KEYS_FILE {no_keys} holds no key"
     cases = {
         "SERVE_PORT": ("http", "SERVE_PORT (port)"),
         "SERVE_LOG_FORMAT": ("xml", "SERVE_LOG_FORMAT (log_format)"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from service_support import TINY_RECORD, service_process, tiny_model
+from service_support import TINY_RECORD, build_heatmap_model, record_for, service_process, tiny_model
 
 from service.config import REPO_ROOT
 
@@ -68,20 +68,34 @@ def found_canaries(text: str) -> list[str]:
     return [needle for needle in NEEDLES if needle in lowered]
 
 
+CAM_NAME, CAM_VERSION = "cam-test", "0.0.1"  # the default model (first name): it can explain
+
+
+def model_dir(root: Path) -> Path:
+    """Two models in the directory layout: the tiny one, and a tiny class-activation-map one with heatmaps."""
+    tiny = root / TINY_RECORD["name"] / TINY_RECORD["version"]
+    tiny.mkdir(parents=True)
+    shutil.copy(tiny_model(), tiny / "model.onnx")
+    build_heatmap_model(root / CAM_NAME / CAM_VERSION / "model.onnx", record_for(CAM_NAME, CAM_VERSION))
+    return root
+
+
 def responses_through_every_route(client: httpx.Client, good: bytes, bad: dict[str, bytes]) -> list[httpx.Response]:
     name, version = TINY_RECORD["name"], TINY_RECORD["version"]
     predict_paths = ["/predict", f"/v1/models/{name}/predict", f"/v1/models/{name}/versions/{version}/predict"]
-    infer_path = f"/v2/models/{name}/infer"
+    explain_paths = ["/predict?explain=true", f"/v1/models/{CAM_NAME}/versions/{CAM_VERSION}/predict?explain=true"]
     answers = []
     for data in (good, *bad.values()):
-        for path in predict_paths:
-            answers.append(client.post(path, files={"file": (FILE_NAME, data, "application/dicom")}))
-        answers.append(client.post("/predict?explain=true", files={"file": (FILE_NAME, data, "application/dicom")}))
+        upload = {"file": (FILE_NAME, data, "application/dicom")}
+        for path in predict_paths + explain_paths:
+            answers.append(client.post(path, files=upload))
+        answers.append(client.post(f"/v1/models/{name}/predict?explain=true", files=upload))  # cannot explain: 422
         answers.append(client.post("/predict", content=data, headers={"Content-Type": "application/dicom"}))
         several = [("file", (FILE_NAME, data, "application/dicom")), ("file", (FILE_NAME, good, "application/dicom"))]
         answers.append(client.post("/predict", files=several))
         image = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(data).decode()]}
-        answers.append(client.post(infer_path, json={"inputs": [image]}))
+        for model in (name, CAM_NAME):
+            answers.append(client.post(f"/v2/models/{model}/infer", json={"inputs": [image]}))
     for path in ("/model", "/v1/models", f"/v1/models/{name}", f"/v2/models/{name}", "/metrics", "/openapi.json"):
         answers.append(client.get(path))
     return answers
@@ -95,9 +109,8 @@ def test_canaries_never_leave_the_service(tmp_path: Path) -> None:
     good = canary_dicom(outside)
     assert all(value.encode() in good for value in CANARIES.values())  # the canaries really are in the file
     bad = corrupt_copies(good)
-    model = shutil.copy(tiny_model(), watched / "model.onnx")
     env = {
-        "SERVE_MODEL_PATH": str(model),
+        "SERVE_MODEL_DIR": str(model_dir(watched / "models")),
         "SERVE_LOG_LEVEL": "debug",
         "TMPDIR": str(watched / "tmp"),
         "HOME": str(watched / "home"),
@@ -109,8 +122,14 @@ def test_canaries_never_leave_the_service(tmp_path: Path) -> None:
     statuses = [answer.status_code for answer in answers]
     assert statuses[0] == 200, answers[0].text  # the canary DICOM itself is served normally
     assert any(400 <= status < 500 for status in statuses)  # and the corrupt copies took the error paths
+    explained = [answer.json() for answer in answers if "explain=true" in str(answer.request.url)]
+    assert any(  # the explanation (decoded image and heatmaps as PNGs) went out too
+        result.get("explanation") for body in explained for result in body.get("results", [])
+    )
+    assert sum(len(embedded_pngs(answer)) for answer in answers) >= 2
     for answer in answers:
-        leaked = found_canaries(answer.text + " ".join(f"{k}: {v}" for k, v in answer.headers.items()))
+        embedded = "".join(png.decode("latin-1") for png in embedded_pngs(answer))  # base64 would hide a tEXt chunk
+        leaked = found_canaries(answer.text + embedded + " ".join(f"{k}: {v}" for k, v in answer.headers.items()))
         assert not leaked, f"{answer.request.method} {answer.request.url.path} -> {answer.status_code}: {leaked}"
     assert not found_canaries(metrics_text)
     log_text = "".join(server.lines)
@@ -118,6 +137,27 @@ def test_canaries_never_leave_the_service(tmp_path: Path) -> None:
     assert not found_canaries(log_text), [line for line in server.lines if found_canaries(line)][:3]
     for path in written_files(watched, since=0) + written_files(REPO_ROOT, since=started):
         assert not found_canaries(path.read_bytes().decode("latin-1")), f"{path} holds a canary"
+
+
+def embedded_pngs(answer: httpx.Response) -> list[bytes]:
+    """The decoded bytes of every base64 PNG (`image_png`, `png`) in a JSON answer."""
+    if not answer.headers.get("content-type", "").startswith("application/json"):
+        return []
+    found: list[bytes] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("image_png", "png") and isinstance(item, str):
+                    found.append(base64.b64decode(item))
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(answer.json())
+    return found
 
 
 def written_files(root: Path, *, since: float) -> list[Path]:
