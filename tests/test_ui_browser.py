@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import service_support
+from data_location import DATA  # ../shared/data, else the small sample in tests/data
 from PIL import Image
 from service_support import gated_server, running_server
 
@@ -33,7 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 XRAY = DATA / "kermany_chest_xray_subset" / "images" / "person1000_virus_1681.jpeg"
 NORMAL_XRAY = DATA / "kermany_chest_xray_subset" / "images" / "IM-0001-0001.jpeg"
 DICOM = next((DATA / "dicom_samples").glob("SIIM_*_CR_chest_MONOCHROME2_jpeg.dcm"), DATA / "dicom_samples" / "missing")
@@ -365,9 +365,6 @@ def test_with_auth_on_the_page_asks_for_the_key_and_keeps_it_in_memory_only(open
         assert key not in kept
 
 
-@pytest.mark.skipif(
-    not hasattr(service_support, "build_heatmap_model"), reason="the model registry and explain are not there yet"
-)
 def test_several_models_get_a_picker_and_a_heatmap_model_explains_x_rays_and_dicoms(
     tmp_path: Path, open_page: Any
 ) -> None:
