@@ -115,7 +115,8 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
 def complete_openapi(spec: dict[str, Any], *, protected: bool, open_groups: tuple[str, ...]) -> None:
     """Security schemes and the error responses every route can give, documented with `ErrorBody`."""
     components = spec.setdefault("components", {})
-    components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    if protected:
+        components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     schemas = components.setdefault("schemas", {})
     for model in REQUEST_SCHEMAS:  # bodies the routes parse themselves, so FastAPI does not list them
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
