@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from service.errors import error_docs, error_response
+from service.schemas import ErrorBody
 from service.ui.cards import CardNotFoundError, find_card
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -57,7 +58,11 @@ async def asset(name: str) -> Response:
 @router.get(
     "/v1/models/{name}/versions/{version}/card",
     response_class=Response,
-    responses={200: {"content": {"text/markdown": {}}, "description": "MODEL_CARD.md"}, **error_docs(503)},
+    responses={
+        200: {"content": {"text/markdown": {}}, "description": "MODEL_CARD.md"},
+        **error_docs(503),
+        404: {"model": ErrorBody, "description": "`model_not_found`: no such model; `card_not_found`: it has no card"},
+    },
     summary="The model card",
     tags=["model"],
 )
