@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from medcore.imaging import DEFAULT_MAX_PIXELS
+from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO_ROOT / "models"
@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     queue_limit: int = Field(default=256, ge=1, description="images waiting for the model before 503")
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="largest request body")
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb guard")
+    max_decode_bytes: int = Field(
+        default=DEFAULT_MAX_DECODE_BYTES, ge=1, description="memory budget per image, from its headers, before decoding"
+    )
+    intended_use_gate: bool = Field(
+        default=True, description="refuse DICOMs outside the record's intended use (422 outside_intended_use)"
+    )
     provider: Provider = Field(default="auto", description="onnxruntime execution provider")
     intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = one per usable core")
     decode_threads: int = Field(default=0, ge=0, description="images decoded at once; 0 = one per usable core")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from medcore.imaging import decode_image
+from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, crop_box, decode_image
 from medcore.imaging.decode import DRAFT_OVERSAMPLE
 from medcore.record import Preprocessing
 
@@ -43,23 +43,15 @@ COLOUR_MAP = np.stack(
 ALPHA_MIN, ALPHA_MAX = 60, 190
 
 
-def display_image(data: bytes, *, max_pixels: int) -> Image.Image:
+def display_image(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image:
     """The decoded 8-bit image (grayscale or RGB as stored), long side scaled to <= DISPLAY_MAX_SIDE."""
-    image = decode_image(data, mode="RGB", max_pixels=max_pixels, min_side=DISPLAY_MAX_SIDE // DRAFT_OVERSAMPLE)
+    min_side = DISPLAY_MAX_SIDE // DRAFT_OVERSAMPLE
+    image = decode_image(data, mode="RGB", max_pixels=max_pixels, min_side=min_side, max_bytes=max_bytes)
     scale = min(1.0, DISPLAY_MAX_SIDE / max(image.size))
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, resample=Image.Resampling.BILINEAR)
     return image
-
-
-def seen_region(width: int, height: int, recipe: Preprocessing) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the part of a width x height image that the model saw."""
-    if recipe.crop != "center_square":
-        return 0, 0, width, height
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
 
 
 def colour_map(heatmap: np.ndarray, width: int, height: int, region: tuple[int, int, int, int]) -> np.ndarray:
@@ -80,13 +72,19 @@ def colour_map(heatmap: np.ndarray, width: int, height: int, region: tuple[int, 
 
 
 def render_explanation(
-    data: bytes, heatmaps: np.ndarray, labels: Sequence[str], recipe: Preprocessing, *, max_pixels: int
+    data: bytes,
+    heatmaps: np.ndarray,
+    labels: Sequence[str],
+    recipe: Preprocessing,
+    *,
+    max_pixels: int,
+    max_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> dict[str, object]:
     """The contract's `explanation`: {"width", "height", "image_png", "heatmaps": [{"label", "png"}]}."""
     if heatmaps.ndim != 3 or len(heatmaps) != len(labels):
         raise ValueError(f"expected heatmaps [{len(labels)}, h, w], got {list(heatmaps.shape)}")
-    image = display_image(data, max_pixels=max_pixels)
-    region = seen_region(image.width, image.height, recipe)
+    image = display_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    region = crop_box(image.size, recipe)
     overlays = [
         {"label": label, "png": _png(Image.fromarray(colour_map(m, image.width, image.height, region), mode="RGBA"))}
         for label, m in zip(labels, heatmaps, strict=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from medcore.imaging import load_model_input
+from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, load_model_input
 from medcore.record import VARIANT_FILES, ModelRecord
 from service.batching import BatchObserver, BatchResult, MicroBatcher
 from service.config import Settings
@@ -84,6 +84,8 @@ class ServedModel:
     variants: tuple[str, ...]
     decoder: ThreadPoolExecutor
     max_pixels: int
+    max_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    intended_use_gate: bool = True
     is_default: bool = False
 
     @property
@@ -121,8 +123,16 @@ class ServedModel:
         return record
 
     def decode(self, data: bytes) -> np.ndarray:
-        """Encoded image bytes -> float32 CHW input, with the record's preprocessing (blocking: run in a thread)."""
-        return load_model_input(data, self.record.preprocessing, max_pixels=self.max_pixels)
+        """Encoded image bytes -> float32 CHW input, with the record's preprocessing (blocking: run in a thread).
+
+        Checks the memory budget from the headers first and, when the gate is on, the record's intended use."""
+        return load_model_input(
+            data,
+            self.record.preprocessing,
+            max_pixels=self.max_pixels,
+            max_bytes=self.max_bytes,
+            intended_use=self.record.intended_use if self.intended_use_gate else None,
+        )
 
     async def infer(self, inputs: np.ndarray, *, deadline: float | None = None, explain: bool = False) -> BatchResult:
         """One float32 CHW input through the next batch of this model."""
@@ -301,6 +311,8 @@ def _serve_one(
         variants=variants or (loaded.variant,),
         decoder=decoder,
         max_pixels=settings.max_image_pixels,
+        max_bytes=settings.max_decode_bytes,
+        intended_use_gate=settings.intended_use_gate,
     )
 
 

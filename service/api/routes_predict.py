@@ -205,7 +205,12 @@ async def _one(
         rendered = await asyncio.get_running_loop().run_in_executor(
             served.decoder,
             lambda: render_explanation(
-                data, maps, record.labels, record.preprocessing, max_pixels=settings.max_image_pixels
+                data,
+                maps,
+                record.labels,
+                record.preprocessing,
+                max_pixels=settings.max_image_pixels,
+                max_bytes=settings.max_decode_bytes,
             ),
         )
         explanation = Explanation.model_validate(rendered)
