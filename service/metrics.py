@@ -18,7 +18,7 @@ UNMATCHED_ROUTE = "unmatched"
 REJECTION_REASONS = (
     "queue_full",  # the batcher's queue is at SERVE_QUEUE_LIMIT
     "overloaded",  # admission: SERVE_MAX_PENDING requests are already being read, decoded or queued
-    "deadline_exceeded",  # still queued when SERVE_DEADLINE_MS passed
+    "deadline",  # still queued when SERVE_DEADLINE_MS passed (error code `deadline_exceeded`)
     "not_ready",  # warming up
     "shutting_down",  # draining after SIGTERM
     "body_too_large",

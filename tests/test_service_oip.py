@@ -6,6 +6,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -16,9 +17,12 @@ from service_support import (
     RGBA_PNG,
     TINY_RECORD,
     RunningServer,
+    gated_server,
+    metric_samples,
     reference_probabilities,
     require_data,
     running_server,
+    sample,
     tiny_model,
 )
 
@@ -205,3 +209,22 @@ def test_openapi_documents_the_protocol(server: RunningServer) -> None:
     assert infer["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/OipError")
     assert spec["components"]["schemas"]["InferenceRequest"]["examples"]
     assert {"/v2", "/v2/health/live", "/v2/models/{name}/versions/{version}/ready"} <= set(spec["paths"])
+
+
+def test_a_request_still_queued_at_its_deadline_is_a_503_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    tensor = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]}
+    settings = Settings(model_path=tiny_model(), deadline_ms=300, max_batch_size=1)
+    with gated_server(monkeypatch, settings) as (server, gate), server.client() as client:
+        before = metric_samples(client)
+        gate.close()
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.post, INFER, json=tensor)  # takes the worker and holds it at the gate
+            assert gate.entered.wait(30)
+            late = client.post(INFER, json=tensor)  # queued behind it until its deadline passes
+            gate.open.set()
+            assert first.result(30).status_code == 200
+        assert_oip_error(late, 503, "deadline_exceeded")
+        assert late.headers["retry-after"] == "1"
+        after = metric_samples(client)
+    reason = {"reason": "deadline"}
+    assert sample(after, "serve_rejections_total", **reason) - sample(before, "serve_rejections_total", **reason) == 1

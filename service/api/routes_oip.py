@@ -48,6 +48,8 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 SERVER_NAME = "medimaging-service"
 PLATFORM = "onnxruntime_onnx"
 BINARY_HEADER = "inference-header-content-length"
+# Error codes that mean the image was refused before inference -> `serve_rejections_total{reason}`.
+REJECTION_OF = {"queue_full": "queue_full", "deadline_exceeded": "deadline", "not_ready": "not_ready"}
 
 
 class OipRequestError(ServiceError):
@@ -189,7 +191,10 @@ async def _run(
         if isinstance(outcome, BaseException):
             if not isinstance(outcome, Exception):
                 raise outcome
-            raise _element_error(given.name, index, outcome) from outcome
+            error = _element_error(given.name, index, outcome)
+            if isinstance(error, ServiceError) and error.code in REJECTION_OF:
+                metrics.reject(REJECTION_OF[error.code])
+            raise error from outcome
         metrics.queue_wait.observe(outcome.queue_wait_s)
         results.append(outcome)
     return results
