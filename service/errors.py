@@ -141,7 +141,8 @@ ERROR_DOCS = {
     404: "`model_not_found`: no such model name or version; `not_found`: no such path",
     405: "`method_not_allowed`: the path exists but not with this HTTP method",
     413: "`image_too_large`, `decode_budget_exceeded`: the decoded image would exceed SERVE_MAX_IMAGE_PIXELS or "
-    "the memory budget; `body_too_large`: request body larger than SERVE_MAX_BODY_BYTES",
+    "the memory budget; `body_too_large`: request body larger than SERVE_MAX_BODY_BYTES; `too_many_files`, "
+    "`too_many_images`: more images than SERVE_MAX_FILES",
     415: f"`not_an_image`: not one of {', '.join(READABLE_FORMATS)} (detected from the content, never the file "
     "name); `unsupported_transfer_syntax`, `unsupported_pixel_format`",
     422: "`validation_error`: a missing or malformed field; `unusable_image`, `wrong_channel_count`, "

@@ -163,6 +163,8 @@ def fp32(shape: list[int], data: list[float] | None = None, datatype: str = "FP3
         ({"inputs": [image_input(b"plain text, no image")]}, 415, "not_an_image", "element 0"),
         ({"inputs": [image_input(b"")]}, 400, "empty_file", None),
         ({"inputs": [fp32([1, 1, 28, 28])], "outputs": [{"name": "logits"}]}, 400, "invalid_request", "logits"),
+        ({"inputs": [image_input(*[b"x"] * 17)]}, 413, "too_many_images", "SERVE_MAX_FILES"),
+        ({"inputs": [fp32([17, 1, 28, 28])]}, 413, "too_many_images", "at most 16 images"),
     ],
 )
 def test_bad_requests_get_a_4xx_in_the_protocols_form(

@@ -151,7 +151,14 @@ async def infer(
     for output in parsed.outputs or ():
         if output.name != OUTPUT_NAME:
             raise OipRequestError(f"unknown output {output.name!r}; model {served.name} has {[OUTPUT_NAME]}")
-    results = await _run(served, parsed, tensors, deadline, metrics)
+    (given,) = _one_input(parsed)
+    if given.shape and given.shape[0] > settings.max_files:
+        raise OipRequestError(
+            f"at most {settings.max_files} images per request (SERVE_MAX_FILES); {given.name!r} has {given.shape[0]}",
+            status=413,
+            code="too_many_images",
+        )
+    results = await _run(served, given, tensors, deadline, metrics)
     probabilities = np.stack([result.probabilities for result in results]).astype(np.float32)
     annotate(images=len(results), batch_size=max(result.batch_size for result in results))
     return InferenceResponse(
@@ -172,13 +179,12 @@ async def infer(
 
 async def _run(
     served: ServedModel,
-    parsed: InferenceRequest,
+    given: RequestInput,
     tensors: dict[str, bytes],
     deadline: float,
     metrics: MetricsDep,
 ) -> list[BatchResult]:
     """Submit every image of the request at once (they share batches); the first failure fails the request."""
-    (given,) = _one_input(parsed)
     if given.name == IMAGE_INPUT_NAME:
         images = _images(given, tensors.get(given.name))
         jobs = [_timed_bytes(served, data, deadline, metrics) for data in images]
