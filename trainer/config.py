@@ -73,6 +73,8 @@ class DataConfig:
     label_column: str = "label"  # csv, microscopy CSV: the class name(s) of each row
     label_columns: tuple[str, ...] | None = None  # csv: multi-hot label columns instead of label_column
     separator: str = "|"  # csv: between several names in one cell
+    patient_column: str | None = None  # csv: the patient id column; default the first of patient_id, patientid, ...
+    allow_leakage: bool = False  # train even when a patient is found in two splits (the leakage check stops it)
     channels: tuple[str, ...] | None = None  # microscopy: channel names (CSV path columns or file-name suffixes)
     val_fraction: float = 0.1  # where there is no official split: patient-level, stratified, seeded
     test_fraction: float = 0.2
@@ -164,13 +166,6 @@ class OptimConfig:
     """The optimiser and its per-step schedule (trainer.optim): linear warm-up, then cosine, exponential,
     step or constant; no weight decay on norms and biases."""
 
-    optimizer: str = "adamw"
-    momentum: float = 0.9  # sgd (Nesterov when > 0)
-    schedule: str = "cosine"
-    gamma: float = 0.9  # exponential: factor per epoch; step: factor every step_epochs
-    step_epochs: int = 10
-    accumulate: int = 1  # batches whose gradients are summed before one optimiser step
-
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
@@ -178,6 +173,12 @@ class OptimConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables it
     clip_grad_norm: float | None = None
+    optimizer: str = "adamw"
+    momentum: float = 0.9  # sgd (Nesterov when > 0)
+    schedule: str = "cosine"
+    gamma: float = 0.9  # exponential: factor per epoch; step: factor every step_epochs
+    step_epochs: int = 10
+    accumulate: int = 1  # batches whose gradients are summed before one optimiser step
 
     def __post_init__(self) -> None:
         _within("optim.lr", self.lr, 0.0, 10.0, open_low=True)
