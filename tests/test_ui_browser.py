@@ -468,6 +468,7 @@ def test_the_page_renders_contract_3_heatmaps_and_tasks(server: Any, open_page: 
     else:
         assert summary.startswith("Most likely: nodule (probability 0.700"), summary
         sync_api.expect(page.locator(".bar-threshold")).to_have_count(0)
+        sync_api.expect(page.locator("#legend")).to_contain_text("no thresholds")
     assert_heatmap_matches(page, result)
     # The map follows the chosen finding; the most probable one is shown first.
     labels = page.locator("#heatmap-label")

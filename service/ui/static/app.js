@@ -236,7 +236,12 @@
     const predictions = [...item.predictions].sort((a, b) => b.probability - a.probability);
     const multiclass = predictions.every((p) => p.threshold === null || p.threshold === undefined);
     $("summary").textContent = summary(predictions, multiclass);
-    $("summary").className = `summary ${predictions.some((p) => p.positive) ? "positive" : "negative"}`;
+    const tone = multiclass ? "neutral" : predictions.some((p) => p.positive) ? "positive" : "negative";
+    $("summary").className = `summary ${tone}`;
+    $("legend").textContent = multiclass
+      ? "A multi-class model: its decision is the most probable class; it has no thresholds."
+      : "marks the decision threshold: at or above it the model calls the finding positive.";
+    $("legend-mark").hidden = multiclass;
     const list = $("predictions");
     list.replaceChildren(...predictions.map((p) => row(p, multiclass)));
     showImage(file, item.explanation || null);
@@ -267,7 +272,9 @@
 
   function row(p, multiclass) {
     const item = document.createElement("li");
-    item.className = `prediction ${p.positive ? "positive" : "negative"}`;
+    // Multi-class: the top class may well be "normal", so it is not painted as a positive finding.
+    const kind = multiclass ? (p.positive ? "top" : "other") : p.positive ? "positive" : "negative";
+    item.className = `prediction ${kind}`;
     item.dataset.label = p.label;
     item.dataset.probability = String(p.probability);
     item.dataset.threshold = p.threshold === null || p.threshold === undefined ? "" : String(p.threshold);
@@ -293,6 +300,7 @@
     fill.style.width = `${Math.min(100, Math.max(0, p.probability * 100))}%`;
     bar.appendChild(fill);
     if (!multiclass) {
+      bar.classList.add("with-threshold");
       const at = Math.min(100, Math.max(0, p.threshold * 100));
       const mark = document.createElement("div");
       mark.className = "bar-threshold";
