@@ -113,10 +113,11 @@ def build_nih(root: Path, images: Sequence[RealImage], *, nested: bool = True, s
 
     Kermany images map to "Pneumonia" / "No Finding"; every COVID-collection finding is a
     pneumonia, so it maps to "Pneumonia". Kermany's own test images form `test_list.txt`,
-    as do two COVID patients.
+    as do two COVID patients with a pneumonia image.
     """
     patient_numbers = {p: i + 1 for i, p in enumerate(dict.fromkeys(im.patient for im in images))}
-    covid_test = [p for p in dict.fromkeys(im.patient for im in images if not im.split)][:2]
+    # Two COVID-collection patients with a pneumonia image, so the test split holds both classes.
+    covid_test = [p for p in dict.fromkeys(im.patient for im in images if not im.split and im.pneumonia)][:2]
     rows, train_val, test = [], [], []
     follow_up: dict[str, int] = {}
     for i, image in enumerate(images):

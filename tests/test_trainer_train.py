@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -53,9 +54,7 @@ def test_run_writes_outputs_and_a_valid_record(two_epoch_run: Path) -> None:
     assert best.config == config  # the resolved config travels in the checkpoint
     provenance = record.provenance
     assert provenance.architecture.startswith("convnext_atto")
-    assert provenance.data["files"][PNEUMONIAMNIST.name] == (
-        "194a7199bf9cbb2dd7f140ebd73fc4c2fa71f44049d84a8b5269dbbcf648ad48"
-    )
+    assert provenance.data["files"][PNEUMONIAMNIST.name] == hashlib.sha256(PNEUMONIAMNIST.read_bytes()).hexdigest()
     assert provenance.code_commit is None or len(provenance.code_commit) == 40
     assert {"torch", "python", "numpy"} <= set(provenance.software)
     assert set(provenance.metrics) >= {"val", "test"}
@@ -66,6 +65,8 @@ def test_run_writes_outputs_and_a_valid_record(two_epoch_run: Path) -> None:
     assert set(test) >= {"auroc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "specificity"}
     assert sum(map(sum, test["confusion_matrix"])) == 64
     assert metrics["val"]["n"] == 64 and len(metrics["history"]) == 2
+    best_row = max(metrics["history"], key=lambda row: row["val_auroc"])  # best_epoch counts from 1, as logged
+    assert metrics["best_epoch"] == best_row["epoch"] + 1 and metrics["best_epoch"] in (1, 2)
     assert test == provenance.metrics["test"]
 
     model = model_from_checkpoint(best)
@@ -106,9 +107,10 @@ def test_resume_continues_from_the_last_epoch(
     assert after.training_state["scheduler"]["last_epoch"] == 6
 
 
-def test_refuses_to_overwrite_a_run_without_resume(two_epoch_run: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(FileExistsError, match=r"last\.pt exists: pass --resume"):
-        main(["train", *RUN_FLAGS, "--epochs", "1", "--output-dir", str(two_epoch_run)])
+def test_refuses_to_overwrite_a_run_without_resume(two_epoch_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", *RUN_FLAGS, "--epochs", "1", "--output-dir", str(two_epoch_run)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a run (last.pt, best.pt, metrics.json): pass --resume" in err and "Traceback" not in err
 
 
 def test_kermany_folder_training_run_with_ema(tmp_path: Path) -> None:

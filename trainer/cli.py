@@ -34,7 +34,7 @@ _FLAG_KEYS = {
 _DATA_KEYS = (
     "kind", "path", "labels", "limit", "labels_file", "labeler", "uncertainty", "blank", "views", "subtypes", "task",
     "path_column", "label_column", "label_columns", "separator", "channels", "val_fraction", "test_fraction",
-    "split_seed", "skip_bad", "cache", "cache_dir",
+    "split_seed", "skip_bad", "cache", "cache_dir", "patient_column", "allow_leakage",
 )  # fmt: skip
 _LISTS = ("labels", "views", "label_columns", "channels")
 
@@ -56,6 +56,9 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--label-column", help="csv, microscopy: the class name column (default label)")
     data.add_argument("--label-columns", help="csv: comma-separated multi-hot label columns")
     data.add_argument("--separator", help="csv: between several names in one cell (default |)")
+    data.add_argument("--patient-column", help="csv: the patient id column (default: patient_id, patientid, ...)")
+    data.add_argument("--allow-leakage", action="store_true", default=None,
+                      help="train even when the leakage check finds a patient in two splits")  # fmt: skip
     data.add_argument("--channels", help="microscopy: comma-separated channel names, e.g. nucleus,microtubules,er")
     data.add_argument("--val-fraction", type=float, help="share for val where there is no official split")
     data.add_argument("--test-fraction", type=float, help="share for test where there is no official split")
@@ -155,14 +158,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "describe":
         return _describe(config.data)
-    if args.command == "compare":
-        from trainer.compare import compare
+    try:
+        if args.command == "compare":
+            from trainer.compare import compare
 
-        compare(config, [a.strip() for a in args.archs.split(",") if a.strip()])
-        return 0
-    from trainer.train import train  # after parsing, so --help and config errors stay fast
+            compare(config, [a.strip() for a in args.archs.split(",") if a.strip()])
+            return 0
+        from trainer.train import train  # after parsing, so --help and config errors stay fast
 
-    train(config)
+        train(config)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); resume with --resume where last.pt was written", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # DataError, a taken output dir, a missing CUDA device, unreadable files
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

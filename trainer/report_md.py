@@ -46,7 +46,7 @@ def _run_summary(metrics: Mapping[str, Any]) -> list[str]:
     facts = [("task", metrics.get("task")), ("device", metrics.get("device")),
              ("epochs", metrics.get("epochs")), ("wall time (s)", metrics.get("wall_seconds"))]  # fmt: skip
     if metrics.get("best_epoch") is not None:
-        facts.append(("best epoch (by validation score, from 1)", int(metrics["best_epoch"]) + 1))
+        facts.append(("best epoch (by validation score, from 1)", int(metrics["best_epoch"])))  # already 1-based
     if metrics.get("threshold_policy"):
         facts.append(("threshold policy (chosen on validation)", metrics["threshold_policy"]))
     if "threshold" in metrics:

@@ -22,7 +22,8 @@ from trainer.data.uncertainty import label_row, parse_uncertainty
 from trainer.data.validation import Screen
 
 TASKS = ("auto", "binary", "multiclass", "multilabel")
-PATIENT_COLUMNS = ("patient_id", "patient", "PatientID", "Patient ID", "subject_id")
+# Looked for in this order when `patient_column` is not given (patientid: the COVID-19 image data collection).
+PATIENT_COLUMNS = ("patient_id", "patient", "patientid", "PatientID", "Patient ID", "subject_id")
 SPLIT_COLUMN = "split"
 
 
@@ -41,6 +42,7 @@ def load_csv(
     plan: SplitPlan | None = None,
     screen: Screen | None = None,
     kind: str = "csv",
+    patient_column: str | None = None,
 ) -> LabeledData:
     """Read a label CSV; with several `path_columns` (or `stacked`) a sample's files are the channels of one image."""
     plan, screen = plan or SplitPlan(), screen or Screen()
@@ -51,7 +53,9 @@ def load_csv(
         raise ValueError("name a label column (label_column) or multi-hot columns (label_columns)")
     rows = read_table(path, (*path_columns, *label_source))
     columns = set(rows[0])
-    patient_column = next((c for c in PATIENT_COLUMNS if c in columns), None)
+    if patient_column is not None and patient_column not in columns:
+        raise DataError(f"{path.name} has no patient column {patient_column!r}; its columns: {', '.join(rows[0])}")
+    patient_column = patient_column or next((c for c in PATIENT_COLUMNS if c in columns), None)
     base = image_root or path.parent
     if label_columns:
         resolved, names, cells = _multi_hot(rows, tuple(label_columns), task, uncertainty)
