@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import numpy as np
 
 from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, load_model_input
 from medcore.record import VARIANT_FILES, ModelRecord
-from service.batching import BatchObserver, BatchResult, MicroBatcher
+from service.batching import BatchObserver, BatchResult, DeadlineExceededError, MicroBatcher
 from service.config import Settings
 from service.errors import ServiceError
 from service.model import CUDA, LoadedModel, ModelLoadError, choose_provider, load_model
@@ -147,13 +148,21 @@ class ServedModel:
         """Decode `data` in the decode pool (the batcher waits for it), then `infer`."""
         if explain and not self.can_explain:
             raise ExplainUnavailableError(f"model {self.name} {self.version} has no heatmaps output to explain with")
-        inputs = await self.prepare(data)
+        inputs = await self.prepare(data, deadline=deadline)
         return await self.batcher.infer(inputs, deadline=deadline, explain=explain)
 
-    async def prepare(self, data: bytes) -> np.ndarray:
-        """Decode in the decode pool while telling the batcher that an image is on its way."""
+    async def prepare(self, data: bytes, *, deadline: float | None = None) -> np.ndarray:
+        """Decode in the decode pool while telling the batcher that an image is on its way.
+
+        An image whose deadline passed while it waited for a decode thread is not decoded at all."""
+
+        def decode() -> np.ndarray:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceededError("the image waited for a decode thread past its deadline; retry shortly")
+            return self.decode(data)
+
         with self.batcher.preparing():
-            return await asyncio.get_running_loop().run_in_executor(self.decoder, self.decode, data)
+            return await asyncio.get_running_loop().run_in_executor(self.decoder, decode)
 
 
 @dataclass

@@ -191,7 +191,7 @@ async def _one(
     explain: bool,
 ) -> ImageResult:
     decode_started = time.perf_counter()
-    inputs = await served.prepare(data)
+    inputs = await served.prepare(data, deadline=deadline)
     preprocess_s = time.perf_counter() - decode_started
     metrics.preprocess.observe(preprocess_s)
     result = await served.batcher.infer(inputs, deadline=deadline, explain=explain)
