@@ -88,8 +88,9 @@ def check_image_size(image: Image.Image, *, max_pixels: int, max_bytes: int) -> 
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(f"image has {width * height} pixels ({width}x{height}), limit is {max_pixels}")
-    needed = check_decode_budget(width, height, len(image.getbands()), _bytes_per_sample(image.mode), 1,
-                                 max_bytes=max_bytes)
+    needed = check_decode_budget(
+        width, height, len(image.getbands()), _bytes_per_sample(image.mode), 1, max_bytes=max_bytes
+    )
     if image.format != "TIFF":
         return needed
     return _tiff_budget(image, needed, max_bytes)

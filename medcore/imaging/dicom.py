@@ -72,8 +72,9 @@ def decode_dicom(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image
     if pixels.ndim == 3 and pixels.shape[2] == 3:
         return Image.fromarray(scale_to_uint8(pixels), mode="RGB")
     if pixels.ndim != 2:
-        raise UnusableImageError(f"DICOM frame has shape {list(pixels.shape)}; expected 1 or 3 samples per pixel",
-                                 code="wrong_channel_count")
+        raise UnusableImageError(
+            f"DICOM frame has shape {list(pixels.shape)}; expected 1 or 3 samples per pixel", code="wrong_channel_count"
+        )
     _require_numbers(dataset)
 
     def luts(values: np.ndarray) -> np.ndarray:
@@ -105,12 +106,9 @@ def check_dicom_size(dataset: Dataset, *, max_pixels: int, max_bytes: int) -> No
     if not any(keyword in dataset for keyword in _PIXEL_KEYWORDS):
         raise UnsupportedImageError("DICOM file holds no pixel data", code="not_an_image")
     rows, cols = _header_int(dataset, "Rows"), _header_int(dataset, "Columns")
-    samples = _header_int(dataset, "SamplesPerPixel", 1)
-    bits = _header_int(dataset, "BitsAllocated", 16)
-    frames = _header_int(dataset, "NumberOfFrames", 1) or 1
     if rows * cols > max_pixels:
         raise ImageTooLargeError(f"image has {rows * cols} pixels ({cols}x{rows}), limit is {max_pixels}")
-    check_decode_budget(cols, rows, samples, max(1, math.ceil(bits / 8)), frames, max_bytes=max_bytes)
+    pixel_bytes(dataset, max_bytes=max_bytes)
     syntax = UID(str(dataset.file_meta.TransferSyntaxUID))
     try:
         available = get_decoder(syntax).is_available
@@ -119,6 +117,15 @@ def check_dicom_size(dataset: Dataset, *, max_pixels: int, max_bytes: int) -> No
     if not available:
         name = syntax.name if syntax.is_transfer_syntax else "an unknown transfer syntax"
         raise UnsupportedImageError(f"no decoder is installed for {name}", code="unsupported_transfer_syntax")
+
+
+def pixel_bytes(dataset: Dataset, *, max_bytes: int) -> int:
+    """Decoded size of all frames from the header (rows x columns x samples x bytes x frames), within budget."""
+    rows, cols = _header_int(dataset, "Rows"), _header_int(dataset, "Columns")
+    samples = _header_int(dataset, "SamplesPerPixel", 1)
+    bits = _header_int(dataset, "BitsAllocated", 16)
+    frames = _header_int(dataset, "NumberOfFrames", 1) or 1
+    return check_decode_budget(cols, rows, samples, max(1, math.ceil(bits / 8)), frames, max_bytes=max_bytes)
 
 
 def _first_frame(dataset: Dataset) -> np.ndarray:
@@ -138,21 +145,38 @@ def _read_deflated(data: bytes, meta: FileMetaDataset, max_bytes: int, stop_befo
     stream = io.BytesIO(data)
     stream.seek(132)
     _read_file_meta_info(stream)  # positions the stream after the (uncompressed) file meta group
-    limit = max_bytes + DEFLATE_HEADER_ALLOWANCE
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        inflated = inflater.decompress(stream.read(), limit + 1)
+        # First only the header allowance: the header's own sizes then bound the rest of the stream.
+        head = inflater.decompress(stream.read(), DEFLATE_HEADER_ALLOWANCE)
+        limit = _pixel_bytes_from_head(head, max_bytes) + DEFLATE_HEADER_ALLOWANCE
+        inflated = head + inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(head))
     except zlib.error:
         raise ImageDecodeError("the Deflate-compressed DICOM data set is corrupt", code="corrupt_image") from None
     if len(inflated) > limit or inflater.unconsumed_tail:
         raise ImageTooLargeError(
             f"the Deflate-compressed DICOM data set inflates to more than {limit} bytes", code="decode_budget_exceeded"
         )
-    stop = (lambda tag, vr, length: tag == 0x7FE00010) if stop_before_pixels else None
+    stop = _at_pixels if stop_before_pixels else None
     dataset = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True, stop_when=stop)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the inflated data set is plain explicit VR little endian
     dataset.file_meta = meta
     return dataset
+
+
+def _pixel_bytes_from_head(head: bytes, max_bytes: int) -> int:
+    """The budget check on the first inflated bytes; `max_bytes` when the header does not fit in them."""
+    try:
+        header = read_dataset(io.BytesIO(head), is_implicit_VR=False, is_little_endian=True, stop_when=_at_pixels)
+        if "Rows" not in header:
+            return max_bytes
+    except Exception:  # the header runs past the allowance (or is damaged): the plain bound applies
+        return max_bytes
+    return pixel_bytes(header, max_bytes=max_bytes)
+
+
+def _at_pixels(tag: object, vr: object, length: object) -> bool:
+    return tag == 0x7FE00010
 
 
 def _header_int(dataset: Dataset, keyword: str, default: int | None = None) -> int:
