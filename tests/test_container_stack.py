@@ -92,10 +92,15 @@ def docker_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Write a measured figure to the terminal, past pytest's capture (CI's log keeps it)."""
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    return lambda line: terminal.write_line(f"[container check] {line}") if terminal else None
+def report(capsys: pytest.CaptureFixture[str], record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Print a measured figure past pytest's capture (CI's log keeps it) and record it in the JUnit properties."""
+
+    def write(line: str) -> None:
+        record_property("container_check", line)
+        with capsys.disabled():
+            print(f"\n[container check] {line}", flush=True)
+
+    return write
 
 
 @dataclass
