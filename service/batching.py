@@ -76,14 +76,17 @@ class _Job:
     state: str = _QUEUED
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self) -> bool:
-        """Worker side: claim the job for a batch, unless it was dropped or its deadline has passed."""
+    def take(self) -> str:
+        """Worker side: claim the job for a batch -> "taken"; "dropped" if its request gave up on it;
+        "expired" if its deadline has passed (the request is then still waiting for an answer)."""
         with self.lock:
-            if self.state == _QUEUED and (self.deadline is None or time.monotonic() < self.deadline):
-                self.state = _TAKEN
-            elif self.state == _QUEUED:
+            if self.state != _QUEUED:
+                return self.state
+            if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.state = _DROPPED
-        return self.state == _TAKEN
+                return "expired"
+            self.state = _TAKEN
+            return _TAKEN
 
     def drop(self) -> bool:
         """Event-loop side: give up on the job unless a batch already holds it."""
@@ -255,11 +258,11 @@ class MicroBatcher:
 
     @staticmethod
     def _take(job: _Job) -> bool:
-        if job.take():
-            return True
-        message = f"the image was still queued at its {MicroBatcher._describe_deadline(job)} deadline; retry shortly"
-        _settle(job, DeadlineExceededError(message) if job.deadline is not None else NotReadyError("dropped"))
-        return False
+        outcome = job.take()
+        if outcome == "expired":
+            deadline = MicroBatcher._describe_deadline(job)
+            _settle(job, DeadlineExceededError(f"the image was still queued at its {deadline} deadline; retry shortly"))
+        return outcome == _TAKEN
 
     def _process(self, batch: list[_Job]) -> None:
         started = time.monotonic()
@@ -294,6 +297,8 @@ def _settle(job: _Job, outcome: BatchResult | Exception) -> None:
             return
         if isinstance(outcome, Exception):
             job.future.set_exception(outcome)
+            if isinstance(outcome, DeadlineExceededError):
+                job.future.exception()  # its request may have timed out at the same moment: no "never retrieved"
         else:
             job.future.set_result(outcome)
 

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
-from service.batching import BatchError, BatchResult, MicroBatcher, NotReadyError, QueueFullError
+from service.batching import (
+    BatchError,
+    BatchResult,
+    DeadlineExceededError,
+    MicroBatcher,
+    NotReadyError,
+    QueueFullError,
+)
 
 T = TypeVar("T")
 
@@ -180,3 +188,48 @@ def test_invalid_limits_are_refused(kwargs: dict[str, float]) -> None:
     limits: dict[str, float] = {"max_batch_size": 1, "max_batch_delay_s": 0.0, "queue_limit": 1, **kwargs}
     with pytest.raises(ValueError, match="got"):
         MicroBatcher(row_sums, **limits)
+
+
+def test_a_job_still_queued_at_its_deadline_is_dropped_and_a_running_one_finishes() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    seen: list[int] = []
+
+    def blocked(batch: np.ndarray) -> np.ndarray:
+        entered.set()
+        release.wait(10)
+        seen.append(len(batch))
+        return row_sums(batch)
+
+    batcher = MicroBatcher(blocked, max_batch_size=1, max_batch_delay_s=0.0, queue_limit=8)
+
+    async def work(b: MicroBatcher) -> tuple[BatchResult, BaseException]:
+        now = time.monotonic()
+        first = asyncio.ensure_future(b.infer(image(1.0), deadline=now + 0.05))
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
+        with pytest.raises(DeadlineExceededError, match="still queued at its 50 ms deadline") as late:
+            await b.infer(image(2.0), deadline=time.monotonic() + 0.05)
+        release.set()  # the first is past its deadline too, but a batch holds it
+        return await first, late.value
+
+    result, _ = run_with(batcher, work)
+    assert result.probabilities.tolist() == [4.0]
+    assert seen == [1]  # the dropped image never reached the model
+
+
+def test_a_batch_with_an_explain_job_runs_the_explain_function() -> None:
+    def explain(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return row_sums(batch), batch[:, :1] * 10
+
+    batcher = MicroBatcher(row_sums, max_batch_size=4, max_batch_delay_s=0.05, queue_limit=8, explain=explain)
+
+    async def work(b: MicroBatcher) -> list[BatchResult]:
+        with b.preparing():
+            pending = [b.infer(image(1.0)), b.infer(image(2.0), explain=True)]
+            return list(await asyncio.gather(*pending))
+
+    plain, explained = run_with(batcher, work)
+    assert plain.heatmaps is None  # in the same batch, but it did not ask
+    assert explained.heatmaps is not None and explained.heatmaps.tolist() == [[[20.0, 20.0], [20.0, 20.0]]]
+    assert plain.batch_size == explained.batch_size == 2
