@@ -2,7 +2,7 @@
 
 Keys come from `SERVE_API_KEYS` (comma-separated) and/or `SERVE_API_KEYS_FILE` (one key per line, `#`
 comments). No keys configured: every route is open. With keys, only the route groups named in
-`SERVE_AUTH_OPEN_ROUTES` (default `health,metrics`; also `docs`, `ui`) stay open; anything else answers
+`SERVE_AUTH_OPEN_ROUTES` (default `health,metrics,ui`; also `docs`) stay open; anything else answers
 401 `unauthorized` without a key and 403 `forbidden` with a wrong one. Keys are compared as SHA-256 digests with
 `hmac.compare_digest` against every configured key, so timing tells nothing about a key's content, and
 neither keys nor the presented value are ever logged.

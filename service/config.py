@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr = Field(default=SecretStr(""), description="comma-separated API keys; empty = no auth")
     api_keys_file: FilePath | None = Field(default=None, description="file with one API key per line (# comments)")
     auth_open_routes: Annotated[tuple[RouteGroup, ...], NoDecode] = Field(
-        default=("health", "metrics"), description="route groups open without a key: health, metrics, docs, ui"
+        default=("health", "metrics", "ui"),
+        description="route groups open without a key: health, metrics, docs, ui (the page holds no data)",
     )
     limit_concurrency: int | None = Field(
         default=512, ge=1, description="uvicorn: connections + tasks at once before it answers 503"
