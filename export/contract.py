@@ -1,18 +1,30 @@
 """The ONNX contract the service relies on: names, dtypes and shapes of the graph's edges.
 
 input "input": float32 [batch, C, H, W], C/H/W from the record's preprocessing;
-output "probabilities": float32 [batch, L], L = number of labels, activation applied in-graph.
+output "probabilities": float32 [batch, L], L = number of labels, activation applied in-graph;
+optional second output "heatmaps": float32 [batch, L, h, w], whose spatial mean is each label's logit.
+Every variant (fp32, fp16, int8) keeps float32 at this boundary.
 """
 
 from __future__ import annotations
 
-import onnx
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from export.errors import ContractError
 from medcore.record import ONNX_BATCH_AXIS as BATCH_AXIS
+from medcore.record import ONNX_HEATMAP_OUTPUT_NAME as HEATMAP_NAME
 from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
 from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
 from medcore.record import ModelRecord
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+
+# One graph edge as the contract sees it: (name, element type, shape with symbolic dims as names).
+Edge = tuple[str, str, tuple[str | int | None, ...]]
+FLOAT = "float"
 
 
 def expected_shapes(record: ModelRecord) -> dict[str, tuple[str | int, ...]]:
@@ -24,18 +36,56 @@ def expected_shapes(record: ModelRecord) -> dict[str, tuple[str | int, ...]]:
 
 
 def check_contract(model: onnx.ModelProto, record: ModelRecord) -> None:
-    """Raise `ContractError` unless the graph has exactly the contract's input and output."""
-    expected = expected_shapes(record)
+    """Raise `ContractError` unless the graph has exactly the contract's input and outputs."""
+    import onnx
+
+    def edge(value: onnx.ValueInfoProto) -> Edge:
+        tensor = value.type.tensor_type
+        dtype = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+        return value.name, dtype, tuple(dim.dim_param or dim.dim_value for dim in tensor.shape.dim)
+
     initializers = {init.name for init in model.graph.initializer}
-    inputs = [value for value in model.graph.input if value.name not in initializers]
-    for role, values, name in (("input", inputs, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
-        names = [value.name for value in values]
-        if names != [name]:
-            raise ContractError(f"graph {role}s are {names}, the contract requires exactly [{name!r}]")
-        tensor = values[0].type.tensor_type
-        if tensor.elem_type != onnx.TensorProto.FLOAT:
-            dtype = onnx.TensorProto.DataType.Name(tensor.elem_type)
-            raise ContractError(f"graph {role} {name!r} is {dtype}, the contract requires FLOAT")
-        shape = tuple(dim.dim_param or dim.dim_value for dim in tensor.shape.dim)
-        if shape != expected[name]:
+    inputs = [edge(value) for value in model.graph.input if value.name not in initializers]
+    check_edges(inputs, [edge(value) for value in model.graph.output], record)
+
+
+def check_session_contract(session: ort.InferenceSession, record: ModelRecord) -> None:
+    """The same check on a loaded onnxruntime session (no onnx package needed)."""
+
+    def edge(arg: ort.NodeArg) -> Edge:
+        dtype = str(arg.type).removeprefix("tensor(").removesuffix(")")
+        return arg.name, dtype, tuple(arg.shape)
+
+    check_edges([edge(arg) for arg in session.get_inputs()], [edge(arg) for arg in session.get_outputs()], record)
+
+
+def has_heatmaps(output_names: Sequence[str]) -> bool:
+    return HEATMAP_NAME in output_names
+
+
+def check_edges(inputs: Sequence[Edge], outputs: Sequence[Edge], record: ModelRecord) -> None:
+    expected = expected_shapes(record)
+    input_names, output_names = [e[0] for e in inputs], [e[0] for e in outputs]
+    if input_names != [INPUT_NAME]:
+        raise ContractError(f"graph inputs are {input_names}, the contract requires exactly [{INPUT_NAME!r}]")
+    if output_names not in ([OUTPUT_NAME], [OUTPUT_NAME, HEATMAP_NAME]):
+        raise ContractError(
+            f"graph outputs are {output_names}, the contract requires [{OUTPUT_NAME!r}] "
+            f"or [{OUTPUT_NAME!r}, {HEATMAP_NAME!r}]"
+        )
+    for role, (name, dtype, shape) in [("input", inputs[0]), *(("output", edge) for edge in outputs)]:
+        if dtype != FLOAT:
+            raise ContractError(f"graph {role} {name!r} is {dtype.upper()}, the contract requires FLOAT")
+        if name == HEATMAP_NAME:
+            _check_heatmap_shape(shape, record)
+        elif shape != expected[name]:
             raise ContractError(f"graph {role} {name!r} has shape {list(shape)}, expected {list(expected[name])}")
+
+
+def _check_heatmap_shape(shape: tuple[str | int | None, ...], record: ModelRecord) -> None:
+    fixed = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
+    if not fixed or tuple(shape[:2]) != (BATCH_AXIS, record.num_outputs):
+        raise ContractError(
+            f"graph output {HEATMAP_NAME!r} has shape {list(shape)}, expected [{BATCH_AXIS!r}, "
+            f"{record.num_outputs}, h, w] with fixed h and w"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -35,13 +36,22 @@ def check_opset(opset: int, exporter: Exporter) -> None:
         raise ValueError(f"opset {opset} is out of range for the {exporter} exporter: {lowest}..{highest}{hint}")
 
 
-def to_onnx(model: nn.Module, recipe: Preprocessing, *, opset: int, exporter: Exporter) -> onnx.ModelProto:
-    """Export `model` (eval mode, already wrapped to output probabilities) with a dynamic batch axis."""
+def to_onnx(
+    model: nn.Module,
+    recipe: Preprocessing,
+    *,
+    opset: int,
+    exporter: Exporter,
+    outputs: Sequence[str] = (OUTPUT_NAME,),
+) -> onnx.ModelProto:
+    """Export `model` (eval mode, already wrapped to output probabilities [, heatmaps]) with a dynamic batch axis."""
     check_opset(opset, exporter)
     model = model.eval()
     example = torch.zeros(EXAMPLE_BATCH, recipe.channels, recipe.height, recipe.width)
+    names = list(outputs)
     try:
-        proto = _dynamo(model, example, opset) if exporter == "dynamo" else _legacy(model, example, opset)
+        run = _dynamo if exporter == "dynamo" else _legacy
+        proto = run(model, example, opset, names)
     except Exception as exc:  # the exporters raise many unrelated types; keep the cause attached
         raise ExportError(f"torch.onnx.export ({exporter}, opset {opset}) failed: {exc}") from exc
     found = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
@@ -50,13 +60,13 @@ def to_onnx(model: nn.Module, recipe: Preprocessing, *, opset: int, exporter: Ex
     return proto
 
 
-def _dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _dynamo(model: nn.Module, example: torch.Tensor, opset: int, outputs: list[str]) -> onnx.ModelProto:
     program = torch.onnx.export(
         model,
         (example,),
         None,
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=outputs,
         opset_version=opset,
         dynamo=True,
         dynamic_shapes=({0: torch.export.Dim(BATCH_AXIS)},),
@@ -68,22 +78,22 @@ def _dynamo(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelPr
     return program.model_proto
 
 
-def _legacy(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _legacy(model: nn.Module, example: torch.Tensor, opset: int, outputs: list[str]) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="medimaging-export-") as tmp:
         path = Path(tmp) / "model.onnx"
-        _legacy_to_file(model, example, opset, path)
+        _legacy_to_file(model, example, opset, path, outputs)
         return onnx.load(str(path))
 
 
-def _legacy_to_file(model: nn.Module, example: torch.Tensor, opset: int, path: Path) -> None:
+def _legacy_to_file(model: nn.Module, example: torch.Tensor, opset: int, path: Path, outputs: list[str]) -> None:
     torch.onnx.export(
         model,
         (example,),
         path,
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=outputs,
         opset_version=opset,
         dynamo=False,
-        dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}},
+        dynamic_axes={name: {0: BATCH_AXIS} for name in (INPUT_NAME, *outputs)},
         do_constant_folding=True,
     )

@@ -1,4 +1,4 @@
-"""python -m export.evaluate MODEL.onnx: score an exported file on dataset splits, write metrics JSON."""
+"""python -m export evaluate MODEL.onnx: score an exported file on dataset splits, write metrics JSON (no torch)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ from typing import Any
 
 from export.atomic import write_checked
 from export.errors import ExportError
-from export.evaluation import DEFAULT_BATCH_SIZE, data_config_from_record, evaluate_onnx
-from export.metadata import read_record
+from export.evaluation import DEFAULT_BATCH_SIZE, data_config_from_record, evaluate_onnx, read_record_any
 from trainer.config import DATA_KINDS
 from trainer.data import SPLITS
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m export.evaluate",
-        description="Evaluate an exported ONNX model on dataset splits with the trainer's data loading "
-        "(medcore preprocessing) and metrics. The data defaults to the one named in the model's record.",
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Evaluate an exported ONNX model on dataset splits with the trainer's data loading "
+        "(medcore preprocessing) and metrics, without torch. The data defaults to the one named in the model's record."
     )
     parser.add_argument("model", type=Path, help="ONNX file written by `python -m export`")
     parser.add_argument("--data-kind", choices=DATA_KINDS, help="dataset layout (default: from the record)")
@@ -30,24 +28,35 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="at most this many samples per split (the trainer's fixed subset)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--out", type=Path, help="metrics JSON to write (default: MODEL with .metrics.json)")
+    parser.add_argument("--force", action="store_true", help="replace an existing metrics file")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def get_args_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="python -m export evaluate"))
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
     out = args.out or args.model.with_suffix(".metrics.json")
-    try:
-        record = read_record(args.model)
-        data = data_config_from_record(record, kind=args.data_kind, path=args.data_path, limit=args.limit)
-        metrics = evaluate_onnx(args.model, data=data, splits=args.split, batch_size=args.batch_size)
-    except (ExportError, OSError, ValueError) as exc:
-        print(f"evaluation failed: {exc}", file=sys.stderr)
-        return 1
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists; pass --force to replace it")
+    record = read_record_any(args.model)
+    data = data_config_from_record(record, kind=args.data_kind, path=args.data_path, limit=args.limit)
+    metrics = evaluate_onnx(args.model, data=data, splits=args.split, batch_size=args.batch_size)
     text = json.dumps(metrics, indent=2) + "\n"
     write_checked(out, text.encode(), lambda path: None)
     print(summary(metrics))
     print(f"metrics written to {out}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        return run_evaluate(args)
+    except (ExportError, OSError, ValueError) as exc:
+        print(f"evaluation failed: {exc}", file=sys.stderr)
+        return 1
 
 
 def summary(metrics: dict[str, Any]) -> str:

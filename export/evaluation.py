@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
-from export.contract import INPUT_NAME, check_contract
-from export.metadata import read_record
+from export.contract import INPUT_NAME, check_session_contract
+from export.intervals import label_intervals
+from export.metadata import session_record
+from export.parity import open_session
 from medcore.imaging import stack_batch
 from medcore.record import ModelRecord, Task
 from trainer.config import DataConfig, build_config
@@ -72,12 +73,12 @@ def evaluate_onnx(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model_path = Path(model_path)
-    record = read_record(model_path)
-    check_contract(onnx.load(str(model_path), load_external_data=False), record)
+    session = open_session(model_path)
+    record = session_record(session, model_path)
+    check_session_contract(session, record)
     config = data or data_config_from_record(record)
     dataset = load_data(config)
     _check_labels(dataset, record)
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     started = time.monotonic()
     results = {}
     for name in splits:
@@ -90,6 +91,7 @@ def evaluate_onnx(
             "sha256": sha256_file(model_path),
             "name": record.name,
             "version": record.version,
+            "variant": record.variant,
         },
         "runtime": {"onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"},
         "data": {"kind": config.kind, "path": config.path, "limit": config.limit, **_data_match(dataset, record)},
@@ -99,6 +101,11 @@ def evaluate_onnx(
         "seconds": round(time.monotonic() - started, 2),
         "splits": results,
     }
+
+
+def read_record_any(path: str | Path) -> ModelRecord:
+    """The record of an ONNX file through onnxruntime (works where the onnx package is not installed)."""
+    return session_record(open_session(Path(path)), path)
 
 
 def predict(session: ort.InferenceSession, dataset: ManifestDataset, batch_size: int) -> np.ndarray:
@@ -119,6 +126,8 @@ def split_metrics(
         label: binary_metrics(labels[:, j], prob[:, j], record.thresholds[label])
         for j, label in enumerate(record.labels)
     }
+    for j, label in enumerate(record.labels):
+        per_label[label]["ci95"] = label_intervals(labels[:, j], prob[:, j], per_label[label])
     result: dict[str, Any] = {"n": len(labels), "labels": per_label}
     if record.task is Task.MULTICLASS:
         known = ~np.isnan(labels).any(axis=1)

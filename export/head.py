@@ -1,10 +1,12 @@
-"""The network plus its task's activation, so the exported graph outputs probabilities."""
+"""The network plus its task's activation (and its heatmaps), as the exported graph computes them."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from export.parity import Reference
 from medcore.record import Task
 
 
@@ -19,3 +21,15 @@ class ProbabilityModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         return torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
+
+
+def torch_reference(model: nn.Module) -> Reference:
+    """PyTorch outputs (eval mode, fp32, CPU) of a model that ends in its activation (and may add heatmaps)."""
+    model = model.eval()
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            out = model(torch.from_numpy(batch))
+        return [t.numpy() for t in out] if isinstance(out, tuple) else [out.numpy()]
+
+    return run

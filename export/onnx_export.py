@@ -12,23 +12,20 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from export.atomic import write_checked
-from export.contract import check_contract
+from export.contract import HEATMAP_NAME, OUTPUT_NAME, check_contract
 from export.convert import DEFAULT_OPSET, Exporter, check_opset, to_onnx
 from export.errors import ExportError
-from export.head import ProbabilityModel
-from export.metadata import embed_metadata, read_record
-from export.parity import (
-    DEFAULT_TOLERANCE,
-    ParityReport,
-    Reference,
-    check_parity,
-    load_inputs,
-    resolve_images,
-    torch_reference,
-)
-from medcore.record import ModelRecord
+from export.head import ProbabilityModel, torch_reference
+from export.heatmap import ExplainedModel
+from export.inputs import parity_inputs
+from export.layout import version_dir
+from export.metadata import embed_metadata
+from export.parity import DEFAULT_TOLERANCE, ParityReport
+from export.verify import check_destination, verify_file
+from medcore.record import VARIANT_FILES, ModelRecord
 from trainer.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 
 # Protobuf's message limit: larger models would need ONNX external data, which the service does not load.
@@ -46,6 +43,8 @@ class ExportReport:
     file_size: int
     parity: ParityReport
     seconds: float
+    heatmaps: bool = True
+    parity_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +56,8 @@ class ExportReport:
             "opset": self.opset,
             "exporter": self.exporter,
             "file_size": self.file_size,
+            "heatmaps": self.heatmaps,
+            "parity_inputs": self.parity_source,
             "parity": self.parity.to_dict(),
             "seconds": round(self.seconds, 2),
         }
@@ -67,50 +68,60 @@ class ExportReport:
         return "\n".join([
             f"exported {record.name} {record.version} ({record.task.value}: {labels}) -> {self.output}",
             f"  opset {self.opset} ({self.exporter} exporter), {self.file_size / 1e6:.2f} MB, {self.seconds:.1f} s",
-            "  checks: onnx.checker (full), contract input/probabilities, record round-trip: passed",
-            f"  parity: {len(parity.images)} images, onnxruntime batch sizes {sorted(set(parity.batch_sizes))}, "
-            f"max abs diff {parity.max_abs_diff:.2e} on probabilities (tolerance {parity.tolerance:g}): passed",
+            f"  checks: onnx.checker (full), contract input/probabilities{'/heatmaps' if self.heatmaps else ''}, "
+            "record round-trip: passed",
+            f"  parity vs PyTorch on {self.parity_source}: {parity.line()}: passed",
         ])
 
 
 def export_onnx(
     checkpoint_path: str | Path,
-    out_path: str | Path,
+    out_path: str | Path | None = None,
     *,
+    model_dir: str | Path | None = None,
     opset: int = DEFAULT_OPSET,
     parity_images: Sequence[str | Path] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     name: str | None = None,
     version: str | None = None,
     exporter: Exporter = "dynamo",
+    heatmaps: bool = True,
+    force: bool = False,
 ) -> ExportReport:
-    """Export a training checkpoint to `out_path`, a self-describing ONNX file that outputs probabilities.
+    """Export a training checkpoint to a self-describing ONNX file that outputs probabilities (and heatmaps).
 
-    The graph is written to a temp file beside `out_path`, checked there (onnx.checker full check,
-    the contract, the embedded record, parity with PyTorch on `parity_images` within `tolerance`),
-    and only then renamed into place. Raises `ExportError` (or `ParityError`) on any failed check.
+    The file goes to `out_path`, or to MODEL_DIR/<name>/<version>/model.onnx. The graph is written to a
+    temp file beside it, checked there (onnx.checker full check, the contract, the embedded record,
+    parity with PyTorch within `tolerance` on `parity_images` or on validation samples read through
+    the trainer's data layer), and only then renamed into place. Raises `ExportError` (or
+    `ParityError`) on any failed check, `FileExistsError` for an existing file without `force`.
     """
     started = time.monotonic()
-    checkpoint_path, out_path = Path(checkpoint_path), Path(out_path)
-    _check_arguments(checkpoint_path, out_path, tolerance)
+    checkpoint_path = Path(checkpoint_path)
+    _check_arguments(checkpoint_path, tolerance)
     check_opset(opset, exporter)
-    images = resolve_images(parity_images)
-    checkpoint = load_checkpoint(checkpoint_path)
-    record = _override(checkpoint.record, name=name, version=version)
+    checkpoint = _load(checkpoint_path)
+    record = _override(checkpoint.record, name=name, version=version).model_copy(
+        update={"variant": "fp32", "parity": {}}
+    )
+    out_path = _destination(checkpoint_path, record, out_path, model_dir)
+    check_destination(out_path, force=force)
     _check_spec(checkpoint, record)
-    inputs = load_inputs(images, record.preprocessing)
-    model = ProbabilityModel(model_from_checkpoint(checkpoint), record.task).eval()
+    inputs = parity_inputs(record, parity_images)
+    network = _network(checkpoint)
+    model = ExplainedModel(network, record.task) if heatmaps else ProbabilityModel(network, record.task)
+    outputs = (OUTPUT_NAME, HEATMAP_NAME) if heatmaps else (OUTPUT_NAME,)
 
-    proto = to_onnx(model, record.preprocessing, opset=opset, exporter=exporter)
-    embed_metadata(proto, record, _export_info(checkpoint_path, checkpoint, opset, exporter, tolerance))
+    proto = to_onnx(model.eval(), record.preprocessing, opset=opset, exporter=exporter, outputs=outputs)
+    info = _export_info(checkpoint_path, checkpoint, opset, exporter, tolerance)
+    embed_metadata(proto, record, {**info, "parity_inputs": inputs.source})
     check_contract(proto, record)
     if proto.ByteSize() >= PROTOBUF_LIMIT:
         raise ExportError(f"the graph is {proto.ByteSize()} bytes; one-file ONNX is limited to {PROTOBUF_LIMIT}")
     data = proto.SerializeToString()
 
     def verify(path: Path) -> ParityReport:
-        names = [image.name for image in images]
-        return verify_file(path, record, torch_reference(model), inputs, tolerance=tolerance, names=names)
+        return verify_file(path, record, torch_reference(model), inputs, tolerance=tolerance)
 
     parity = write_checked(out_path, data, verify)
     return ExportReport(
@@ -121,39 +132,51 @@ def export_onnx(
         file_size=out_path.stat().st_size,
         parity=parity,
         seconds=time.monotonic() - started,
+        heatmaps=heatmaps,
+        parity_source=inputs.source,
     )
 
 
-def verify_file(
-    path: Path,
-    record: ModelRecord,
-    reference: Reference,
-    inputs: np.ndarray,
-    *,
-    tolerance: float,
-    names: Sequence[str],
-    against: str = "PyTorch",
-) -> ParityReport:
-    """All checks of a written ONNX file: full checker, contract, embedded record, parity with `reference`."""
+def _destination(
+    checkpoint_path: Path, record: ModelRecord, out_path: str | Path | None, model_dir: str | Path | None
+) -> Path:
+    if (out_path is None) == (model_dir is None):
+        raise ValueError("give exactly one of an output file and a model directory")
+    path = Path(out_path) if out_path is not None else version_dir(model_dir or ".", record) / VARIANT_FILES["fp32"]
+    if path.exists() and path.resolve() == checkpoint_path.resolve():
+        raise ValueError(f"output path {path} is the checkpoint itself")
+    return path
+
+
+def _load(checkpoint_path: Path) -> Checkpoint:
+    """The checkpoint, or one line saying why it cannot be exported."""
     try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
-    check_contract(onnx.load(str(path), load_external_data=False), record)
-    if read_record(path) != record:
-        raise ExportError("the record read back from the ONNX metadata differs from the one written")
-    return check_parity(reference, path, inputs, tolerance=tolerance, names=names, against=against)
+        return load_checkpoint(checkpoint_path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch.load, the record and the spec raise many types; one line each
+        raise ExportError(f"{checkpoint_path} is not a usable checkpoint: {_first_line(exc)}") from exc
 
 
-def _check_arguments(checkpoint_path: Path, out_path: Path, tolerance: float) -> None:
+def _network(checkpoint: Checkpoint) -> nn.Module:
+    try:
+        return model_from_checkpoint(checkpoint)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ExportError(
+            f"the checkpoint's weights do not fit a {checkpoint.spec.arch} network: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_arguments(checkpoint_path: Path, tolerance: float) -> None:
     if not np.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
     if not checkpoint_path.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint_path} does not exist")
-    if out_path.exists() and out_path.resolve() == checkpoint_path.resolve():
-        raise ValueError(f"output path {out_path} is the checkpoint itself")
-    if out_path.is_dir():
-        raise IsADirectoryError(f"output path {out_path} is a directory; give a file name such as model.onnx")
 
 
 def _override(record: ModelRecord, *, name: str | None, version: str | None) -> ModelRecord:
@@ -164,6 +187,9 @@ def _override(record: ModelRecord, *, name: str | None, version: str | None) -> 
 
 def _check_spec(checkpoint: Checkpoint, record: ModelRecord) -> None:
     spec, recipe = checkpoint.spec, record.preprocessing
+    trained = record.provenance.architecture.split()[0] if record.provenance.architecture else ""
+    if trained and trained != spec.arch:
+        raise ExportError(f"the checkpoint's network is {spec.arch}, its record says it was trained as {trained}")
     if spec.num_outputs != record.num_outputs:
         raise ExportError(
             f"the network has {spec.num_outputs} outputs, the record names {record.num_outputs} labels"

@@ -1,45 +1,30 @@
-"""Parity check: the same real images, preprocessed once, through PyTorch and onnxruntime.
+"""Parity check: the same preprocessed inputs through a reference (PyTorch or the fp32 file) and onnxruntime.
 
-Images go through `medcore.imaging.load_model_input`, the preprocessing the service runs,
-so the check covers the pixels a deployed model will actually see.
+Inputs come from `export.inputs` (the trainer's data layer or medcore's decoder), so the check covers
+the pixels a deployed model will actually see. Torch-free: the PyTorch reference lives in `export.head`.
 """
 
 from __future__ import annotations
 
-import glob
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
-from torch import nn
 
 from export.contract import INPUT_NAME
 from export.errors import ExportError, ParityError
-from medcore.imaging import ImageError, load_model_input, stack_batch
-from medcore.record import Preprocessing
 
 # Default tolerance on probabilities (absolute); fp32 CPU runs of the same graph agree to ~1e-6.
 DEFAULT_TOLERANCE = 1e-4
+# Heatmaps against the reference's: max |dh| / max(1, max |h_ref|); fp32 runs agree to ~1e-6.
+HEATMAP_TOLERANCE = 1e-3
 # Images per forward pass: bounds memory for large inputs and many files.
 CHUNK = 16
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-# Probabilities [N, L] of a float32 NCHW batch: the side the ONNX file is compared with.
-Reference = Callable[[np.ndarray], np.ndarray]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-# A fixed handful of real radiographs that exercise the decoder: grayscale and RGB JPEGs,
-# PNG bytes in a .jpg file (RGBA), and an RGBA PNG.
-DEFAULT_IMAGES = (
-    "kermany_chest_xray_subset/images/IM-0001-0001.jpeg",
-    "kermany_chest_xray_subset/images/NORMAL2-IM-1018-0001.jpeg",
-    "kermany_chest_xray_subset/images/person100_virus_184.jpeg",
-    "kermany_chest_xray_subset/images/person1008_virus_1691.jpeg",
-    "covid_chestxray_ieee8023_subset/images/000001-12.jpg",
-    "covid_chestxray_ieee8023_subset/images/16745_3_1.png",
-)
+# A float32 NCHW batch -> the graph's outputs: [probabilities [N, L]] or [probabilities, heatmaps [N, L, h, w]].
+Reference = Callable[[np.ndarray], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -50,56 +35,24 @@ class ParityReport:
     batch_sizes: tuple[int, ...]
     max_abs_diff: float
     tolerance: float
+    # Largest relative heatmap difference to the reference, and the largest |activation(mean map) - p|
+    # within the checked file itself; None for graphs without heatmaps.
+    heatmap_diff: float | None = None
+    heatmap_consistency: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def default_parity_images(data_dir: Path = SHARED_DATA) -> list[Path]:
-    """The fixed default images, from the shared data folder beside the repository."""
-    paths = [data_dir / name for name in DEFAULT_IMAGES]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"default parity images are missing: {missing}; pass parity images explicitly")
-    return paths
-
-
-def resolve_images(specs: Sequence[str | Path] | None) -> list[Path]:
-    """Files, directories (their image files) and glob patterns -> image paths, in order, once each."""
-    if not specs:
-        return default_parity_images()
-    found: list[Path] = []
-    for spec in specs:
-        found.extend(_expand(str(spec)))
-    return list(dict.fromkeys(found))
-
-
-def _expand(spec: str) -> Iterable[Path]:
-    path = Path(spec)
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise FileNotFoundError(f"directory {spec} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        return images
-    if path.is_file():
-        return [path]
-    if glob.has_magic(spec):
-        matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        if not matches:
-            raise FileNotFoundError(f"pattern {spec!r} matches no files")
-        return matches
-    raise FileNotFoundError(f"parity image {spec} does not exist")
-
-
-def load_inputs(paths: Sequence[Path], recipe: Preprocessing) -> np.ndarray:
-    """Decode and preprocess image files exactly as the service does -> float32 NCHW batch."""
-    inputs = []
-    for path in paths:
-        try:
-            inputs.append(load_model_input(path.read_bytes(), recipe))
-        except ImageError as exc:
-            raise ImageError(f"parity image {path}: {exc}") from exc
-    return stack_batch(inputs)
+    def line(self) -> str:
+        text = (
+            f"{len(self.images)} images, onnxruntime batch sizes {sorted(set(self.batch_sizes))}, "
+            f"max abs diff {self.max_abs_diff:.2e} on probabilities (tolerance {self.tolerance:g})"
+        )
+        if self.heatmap_consistency is not None:
+            text += f"; heatmaps: mean matches the probabilities to {self.heatmap_consistency:.1e}"
+        if self.heatmap_diff is not None:
+            text += f", relative diff {self.heatmap_diff:.1e}"
+        return text
 
 
 def check_parity(
@@ -110,67 +63,107 @@ def check_parity(
     tolerance: float,
     names: Sequence[str] = (),
     against: str = "PyTorch",
+    softmax: bool = False,
+    heatmap_tolerance: float | None = HEATMAP_TOLERANCE,
 ) -> ParityReport:
-    """Compare `reference` probabilities with onnxruntime (CPU) on `inputs`; `ParityError` above `tolerance`.
+    """Compare `reference` with onnxruntime (CPU) on `inputs`; `ParityError` above a tolerance.
 
-    onnxruntime runs the inputs in batches of up to CHUNK and the first one alone, so both
-    batch 1 and a batch above 1 pass through the dynamic batch axis.
+    onnxruntime runs the inputs in batches of up to CHUNK and the first one alone, so both batch 1
+    and a batch above 1 pass through the dynamic batch axis. With heatmaps, the file's maps must
+    average to its own probabilities (within `tolerance` after the activation) and, unless
+    `heatmap_tolerance` is None, match the reference's maps.
     """
     if len(inputs) == 1:
         inputs = np.concatenate([inputs, inputs])
     session = open_session(onnx_path)
-    expected = np.concatenate(
-        [reference(inputs[i : i + CHUNK]).astype(np.float64) for i in range(0, len(inputs), CHUNK)]
-    )
+    expected = run_chunked(reference, inputs)
     runs = [(slice(0, 1), inputs[:1])] + [
         (slice(i, i + CHUNK), inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)
     ]
-    diffs = []
+    diffs, heat_diffs, consistency = [], [], []
     for rows, batch in runs:
-        try:
-            got = session.run(None, {INPUT_NAME: batch})[0]
-        except Exception as exc:  # as above: onnxruntime's errors share no useful base class
-            raise ExportError(f"onnxruntime failed on a batch of {len(batch)}: {exc}") from exc
-        if got.shape != expected[rows].shape:
+        got = _run(session, batch)
+        if len(got) != len(expected) or got[0].shape != expected[0][rows].shape:
             raise ParityError(
-                f"onnxruntime returned shape {got.shape} for a batch of {len(batch)}, "
-                f"{against} {expected[rows].shape}"
+                f"onnxruntime returned shapes {[g.shape for g in got]} for a batch of {len(batch)}, "
+                f"{against} {[e[rows].shape for e in expected]}"
             )
-        diffs.append(np.max(np.abs(got.astype(np.float64) - expected[rows])))
+        diffs.append(np.max(np.abs(got[0].astype(np.float64) - expected[0][rows])))
+        if len(got) > 1:
+            ref = expected[1][rows]
+            heat_diffs.append(np.max(np.abs(got[1] - ref)) / max(1.0, float(np.max(np.abs(ref)))))
+            consistency.append(heatmap_consistency(got[0], got[1], softmax=softmax))
     worst = float(np.max(diffs))  # NaN propagates, and fails the comparison below
     report = ParityReport(
         images=tuple(names),
         batch_sizes=tuple(len(batch) for _, batch in runs),
         max_abs_diff=worst,
         tolerance=tolerance,
+        heatmap_diff=float(np.max(heat_diffs)) if heat_diffs else None,
+        heatmap_consistency=float(np.max(consistency)) if consistency else None,
     )
-    if not worst <= tolerance:
-        raise ParityError(
-            f"onnxruntime and {against} probabilities differ by up to {worst:.3g} on {len(inputs)} images; "
-            f"tolerance is {tolerance:g}"
-        )
+    _gate(report, against, len(inputs), heatmap_tolerance)
     return report
 
 
-def torch_reference(model: nn.Module) -> Reference:
-    """PyTorch probabilities (eval mode, fp32, CPU) of a model that already ends in its activation."""
-    model = model.eval()
+def _gate(report: ParityReport, against: str, n: int, heatmap_tolerance: float | None) -> None:
+    if not report.max_abs_diff <= report.tolerance:
+        raise ParityError(
+            f"onnxruntime and {against} probabilities differ by up to {report.max_abs_diff:.3g} on {n} images; "
+            f"tolerance is {report.tolerance:g}"
+        )
+    if report.heatmap_consistency is not None and not report.heatmap_consistency <= report.tolerance:
+        raise ParityError(
+            f"the heatmaps' means give probabilities up to {report.heatmap_consistency:.3g} away from the "
+            f"graph's own; tolerance is {report.tolerance:g}"
+        )
+    if heatmap_tolerance is not None and report.heatmap_diff is not None and not report.heatmap_diff <= (
+        heatmap_tolerance
+    ):
+        raise ParityError(
+            f"onnxruntime and {against} heatmaps differ by up to {report.heatmap_diff:.3g} (relative); "
+            f"tolerance is {heatmap_tolerance:g}"
+        )
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch)).numpy()
 
-    return run
+def heatmap_consistency(probabilities: np.ndarray, heatmaps: np.ndarray, *, softmax: bool) -> float:
+    """max |activation(spatial mean of the maps) - probabilities|: 0 when the maps explain the outputs exactly."""
+    logits = heatmaps.astype(np.float64).mean(axis=(2, 3))
+    if softmax:
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        implied = shifted / shifted.sum(axis=1, keepdims=True)
+    else:
+        implied = 1.0 / (1.0 + np.exp(-logits))
+    return float(np.max(np.abs(implied - probabilities.astype(np.float64))))
+
+
+def run_chunked(reference: Reference, inputs: np.ndarray) -> list[np.ndarray]:
+    """`reference` over `inputs` in chunks of CHUNK, outputs concatenated, as float64."""
+    parts = [reference(inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)]
+    return [np.concatenate([part[k] for part in parts]).astype(np.float64) for k in range(len(parts[0]))]
 
 
 def onnx_reference(path: Path) -> Reference:
-    """onnxruntime (CPU) probabilities of another ONNX file, e.g. the fp32 original of an int8 file."""
+    """onnxruntime (CPU) outputs of another ONNX file, e.g. the fp32 original of an int8 file."""
     session = open_session(path)
-    return lambda batch: session.run(None, {INPUT_NAME: batch})[0]
+    return lambda batch: _run(session, batch)
 
 
-def open_session(path: Path) -> ort.InferenceSession:
+def _run(session: ort.InferenceSession, batch: np.ndarray) -> list[np.ndarray]:
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return list(session.run(None, {INPUT_NAME: batch}))
+    except Exception as exc:  # onnxruntime's errors share no useful base class
+        raise ExportError(f"onnxruntime failed on a batch of {len(batch)}: {exc}") from exc
+
+
+def open_session(path: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session for a file (or serialized model bytes); `threads` caps intra-op threads."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        source = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's pybind errors share no useful base class
-        raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
+        name = "the model bytes" if isinstance(path, bytes) else str(path)
+        raise ExportError(f"onnxruntime cannot load {name}: {exc}") from exc

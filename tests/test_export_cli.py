@@ -38,5 +38,47 @@ def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
 def test_cli_missing_checkpoint_fails_clearly(tmp_path: Path) -> None:
     result = run_export(tmp_path / "missing.pt", tmp_path / "model.onnx")
     assert result.returncode == 1
-    assert f"export failed: checkpoint {tmp_path / 'missing.pt'} does not exist" in result.stderr
+    assert f"onnx failed: checkpoint {tmp_path / 'missing.pt'} does not exist" in result.stderr
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_cli_names_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = run_export("onnx", bad, "--model-dir", tmp_path / "models")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"onnx failed: {bad} is not a usable checkpoint: ")
+    assert not (tmp_path / "models").exists()
+
+
+BLOCK_TORCH = """
+import runpy, sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith(("torch.", "torchvision")):
+            raise ImportError(f"torch-free run imported {name}")
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["export", *sys.argv[1:]]
+runpy.run_module("export", run_name="__main__")
+"""
+
+
+def test_evaluate_and_inspect_run_without_torch(tmp_path: Path) -> None:
+    """The bundled model scored through the trainer's data layer with torch made unimportable."""
+    model = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.onnx"
+    out = tmp_path / "metrics.json"
+    command = [sys.executable, "-c", BLOCK_TORCH, "evaluate", str(model), "--split", "val", "--limit", "64",
+               "--out", str(out)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    label = metrics["splits"]["val"]["labels"]["pneumonia"]
+    assert label["n"] == 64 and label["auroc"] > 0.9
+    low, high = label["ci95"]["auroc"]
+    assert low <= label["auroc"] <= high
+    inspect = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "inspect", str(model)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert inspect.returncode == 0, inspect.stderr
+    assert "output heatmaps: tensor(float) ['batch', 1, 3, 3]" in inspect.stdout
+    assert "variant fp32" in inspect.stdout

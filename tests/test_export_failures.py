@@ -13,7 +13,7 @@ from onnx import numpy_helper
 import export.onnx_export as onnx_export
 from export import ContractError, ExportError, ParityError, export_onnx
 from export.contract import check_contract
-from export.parity import resolve_images
+from export.inputs import resolve_images
 
 PREVIOUS = b"a previously exported, good model"
 
@@ -59,7 +59,7 @@ def test_parity_failure_keeps_the_existing_file(checkpoint_path: Path, tmp_path:
     out = tmp_path / "model.onnx"
     out.write_bytes(PREVIOUS)
     with pytest.raises(ParityError):
-        export_onnx(checkpoint_path, out, parity_images=[KERMANY / "IM-0001-0001.jpeg"])
+        export_onnx(checkpoint_path, out, parity_images=[KERMANY / "IM-0001-0001.jpeg"], force=True)
     assert out.read_bytes() == PREVIOUS
     assert list(tmp_path.iterdir()) == [out]
 

@@ -1,0 +1,49 @@
+"""The bundled model's fp16 and int8 variants: what their records claim, checked against the files themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from export_support import REPO
+
+from export import read_record
+from export.contract import check_session_contract
+from export.inputs import split_inputs
+from export.parity import heatmap_consistency
+from export.variants import decision_agreement
+from medcore.record import VARIANT_FILES
+
+BUNDLED = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0"
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("variant", ["fp16", "int8"])
+def test_bundled_variant_keeps_the_contract_and_its_claims(variant: str) -> None:
+    fp32_path, path = BUNDLED / VARIANT_FILES["fp32"], BUNDLED / VARIANT_FILES[variant]
+    fp32, record = read_record(fp32_path), read_record(path)
+    assert (fp32.variant, record.variant) == ("fp32", variant)
+    assert record.model_copy(update={"variant": "fp32", "parity": {}, "thresholds": fp32.thresholds}) == fp32
+    parity = record.parity
+    assert parity["reference"] == "fp32" and parity["gate"]["split"] == "val" and parity["gate"]["n"] == 524
+    assert parity["decision_agreement"] >= parity["gate"]["min_agreement"] == 0.99
+    if variant == "int8":
+        assert "static QDQ" in parity["method"] and parity["calibration"]["split"] == "train"
+        assert abs(parity["auroc"]["val"]["pneumonia"]["delta"]) <= parity["gate"]["max_delta_auroc"] == 0.005
+    session = _session(path)
+    check_session_contract(session, record)
+    assert path.stat().st_size < 0.6 * fp32_path.stat().st_size
+
+    inputs = split_inputs(record, "val", 64)
+    probabilities, heatmaps = session.run(None, {"input": inputs.batch})
+    reference = _session(fp32_path).run(None, {"input": inputs.batch})[0]
+    assert probabilities.dtype == heatmaps.dtype == np.float32
+    assert float(np.max(np.abs(probabilities - reference))) <= parity["max_abs_diff"] + 1e-6
+    agreement = decision_agreement(record.task, reference, fp32.thresholds, probabilities, record.thresholds)
+    assert agreement >= 0.95  # 64 of the 524 gated images
+    assert heatmap_consistency(probabilities, heatmaps, softmax=False) <= 0.05
