@@ -1,5 +1,6 @@
 # Serving images: the torch-free service, onnxruntime and the bundled default model.
-#   CPU (default):  docker build -t medimaging-service .
+#   CPU (default):  docker build --target cpu -t medimaging-service .   (name the target: the legacy builder
+#                   builds every stage otherwise, the GPU ones too; BuildKit builds only the last, `FROM cpu`)
 #   GPU:            docker build --target gpu -t medimaging-service:gpu .     (CUDA 13 + cuDNN 9, onnxruntime-gpu)
 # The bundled model directory is /app/models (SERVE_MODEL_DIR). Mount your own model directory
 # (<name>/<version>/model.onnx, see the README) read-only at /models and set SERVE_MODEL_DIR=/models.
