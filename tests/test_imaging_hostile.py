@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from data_location import DATA
 from imaging_bombs import (
     base_dataset,
     deflated_copy,
@@ -262,7 +263,7 @@ def test_multi_frame_rle_sample_gives_its_first_frame() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted((REPO.parent / "shared" / "data" / DICOM).glob("*.dcm")), ids=lambda p: p.name[:24]
+    "path", sorted((DATA / DICOM).glob("*.dcm")), ids=lambda p: p.name[:24]
 )
 def test_every_real_dicom_decodes(path: Path) -> None:
     image = decode_image(path.read_bytes())
