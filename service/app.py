@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A missing file, a bad record or an unavailable provider raises here, so the server
         # refuses to start instead of serving errors.
-        registry = build_registry(settings, on_batch=metrics.observe_batch)
+        registry = build_registry(settings, on_batch=metrics.observe_batch, on_decode=metrics.observe_decode)
         for served in registry.models:
             _log_model(served.model, default=served.is_default)
             metrics.set_model_info(

@@ -26,10 +26,11 @@ BatchError (500). `service.errors` turns each into its JSON response.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -88,6 +89,7 @@ class ServedModel:
     max_bytes: int = DEFAULT_MAX_DECODE_BYTES
     intended_use_gate: bool = True
     is_default: bool = False
+    on_decode: Callable[[float], None] | None = None  # seconds spent decoding one image (the metric)
 
     @property
     def record(self) -> ModelRecord:
@@ -159,10 +161,16 @@ class ServedModel:
         def decode() -> np.ndarray:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceededError("the image waited for a decode thread past its deadline; retry shortly")
-            return self.decode(data)
+            started = time.perf_counter()
+            inputs = self.decode(data)
+            if self.on_decode is not None:
+                self.on_decode(time.perf_counter() - started)
+            return inputs
 
+        # The copied context carries the request id into the decode thread's log lines.
+        context = contextvars.copy_context()
         with self.batcher.preparing():
-            return await asyncio.get_running_loop().run_in_executor(self.decoder, decode)
+            return await asyncio.get_running_loop().run_in_executor(self.decoder, context.run, decode)
 
 
 @dataclass
@@ -261,11 +269,15 @@ def choose_variant(requested: str, available: dict[str, Path], provider: str) ->
     return requested
 
 
-def build_registry(settings: Settings, on_batch: BatchObserver | None = None) -> ModelRegistry:
+def build_registry(
+    settings: Settings,
+    on_batch: BatchObserver | None = None,
+    on_decode: Callable[[float], None] | None = None,
+) -> ModelRegistry:
     """Load every model the settings name and give each a batcher (not started yet)."""
     decoder = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
     provider = settings.provider
-    make = partial(_serve_one, settings=settings, decoder=decoder, on_batch=on_batch)
+    make = partial(_serve_one, settings=settings, decoder=decoder, on_batch=on_batch, on_decode=on_decode)
     entries: dict[str, dict[str, ServedModel]] = {}
     if settings.model_path is not None:
         served = make(load_model(settings.model_path, provider=provider, intra_op_threads=settings.inference_threads))
@@ -303,6 +315,7 @@ def _serve_one(
     settings: Settings,
     decoder: ThreadPoolExecutor,
     on_batch: BatchObserver | None,
+    on_decode: Callable[[float], None] | None = None,
     variants: tuple[str, ...] | None = None,
 ) -> ServedModel:
     batcher = MicroBatcher(
@@ -322,6 +335,7 @@ def _serve_one(
         max_pixels=settings.max_image_pixels,
         max_bytes=settings.max_decode_bytes,
         intended_use_gate=settings.intended_use_gate,
+        on_decode=on_decode,
     )
 
 

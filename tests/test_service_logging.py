@@ -11,7 +11,15 @@ import re
 
 import httpx
 import pytest
-from service_support import COVID, TINY_RECORD, post_image, require_data, service_process, tiny_model
+from service_support import (
+    COVID,
+    TINY_RECORD,
+    metric_samples,
+    post_image,
+    require_data,
+    service_process,
+    tiny_model,
+)
 from starlette.types import Receive, Scope, Send
 
 from service.logs import REDACTED_MESSAGE, JsonFormatter, TextFormatter
@@ -43,6 +51,8 @@ def test_request_ids_and_json_access_lines() -> None:
         assert missing.json()["request_id"] == missing.headers["x-request-id"]
         oip = client.post(f"/v2/models/{TINY_RECORD['name']}/infer", json=oip_body, headers={"X-Request-ID": "oip-1"})
         assert oip.status_code == 200
+        decode_count = metric_samples(client)[("serve_decode_seconds_count", frozenset())]
+    assert decode_count == 2  # the /predict image and the OIP image; the refused upload never decoded
     lines = [line for line in server.lines if line.strip()]
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"ts", "level", "logger", "message", "request_id"} <= set(entry) for entry in entries)
@@ -54,6 +64,7 @@ def test_request_ids_and_json_access_lines() -> None:
     assert (upload["route"], upload["status"]) == ("/predict", 200)
     assert upload["request_bytes"] > len(data)  # the multipart body around the file
     assert upload["response_bytes"] == len(predicted.content)
+    assert (upload["model"], upload["images"], upload["batch_size"]) == (TINY_RECORD["name"], 1, 1)
     assert (access["bad-upload-1"]["status"], access[missing.headers["x-request-id"]]["route"]) == (415, "unmatched")
     inference = access["oip-1"]
     assert (inference["route"], inference["model"], inference["version"]) == (

@@ -26,6 +26,7 @@ from service.errors import ServiceError, describe_error, error_docs
 from service.explain import render_explanation
 from service.metrics import ServiceMetrics
 from service.registry import ExplainUnavailableError, ServedModel
+from service.request_context import annotate
 from service.schemas import (
     ErrorDetail,
     Explanation,
@@ -153,7 +154,9 @@ async def serve(
         raise ExplainUnavailableError(
             f"model {served.name} {served.version} has no heatmaps output, so it cannot explain its answers"
         )
+    annotate(model=served.name, version=served.version)
     images = await read_images(request, settings.max_files)
+    annotate(images=len(images))
     tasks = [_one(served, i, data, started, deadline, settings, metrics, explain) for i, data in enumerate(images)]
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     results: list[ImageResult | ImageFailure] = []
@@ -170,6 +173,9 @@ async def serve(
             results.append(ImageFailure(index=index, status=status, error=ErrorDetail(code=code, detail=detail)))
         else:
             results.append(outcome)
+    served_sizes = [r.batch_size for r in results if isinstance(r, ImageResult)]
+    if served_sizes:
+        annotate(batch_size=max(served_sizes))
     return PredictResponse(model=summary(served), results=results)
 
 
