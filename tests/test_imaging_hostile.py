@@ -109,6 +109,16 @@ def test_non_finite_float_tiff_is_corrupt() -> None:
     raises(encode(Image.fromarray(pixels, mode="F"), "TIFF"), "corrupt_image")
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_high_bit_depth_tiff_modes_are_scaled(mode: str) -> None:
+    ramp = np.arange(64 * 64).reshape(64, 64) * 10
+    dtype = {"I;16": "<u2", "I;16B": ">u2", "I": "<i4"}[mode]
+    data = encode(Image.frombytes(mode, (64, 64), ramp.astype(dtype).tobytes()), "TIFF")
+    pixels = np.asarray(decode_image(data))
+    assert pixels[0, 0] == 0 and pixels[-1, -1] == 255
+    assert np.array_equal(pixels, scale_to_uint8(ramp))
+
+
 def test_dicom_transfer_syntax_without_decoder_is_415(shared_data: Path) -> None:
     dataset = base_dataset(shared_data)
     dataset.file_meta.TransferSyntaxUID = pydicom.uid.UID("1.2.840.10008.1.2.4.100")  # MPEG2: no decoder installed

@@ -35,7 +35,7 @@ def scale_to_uint8(pixels: np.ndarray | Image.Image, transform: Transform | None
     step = max(1, STRIP_ELEMENTS // max(1, math.prod(shape[1:])))
     starts = range(0, shape[0], step)
     out = np.empty(shape, dtype=np.uint8)
-    extrema = _extrema(pixels, rows, starts, step) if integer else None
+    extrema = _extrema(rows, starts, step) if integer else None
     if extrema is not None and extrema[1] - extrema[0] <= LUT_MAX_SPAN:
         low, high = extrema
         lut = _lookup_table(low, high, transform, rows, starts, step)
@@ -58,6 +58,8 @@ def _source(pixels: np.ndarray | Image.Image) -> tuple[Callable[[int, int], np.n
     if isinstance(pixels, Image.Image):
         image = pixels
         width, height = image.size
+        if width * height == 0:
+            raise ImageDecodeError(f"image has no pixels ({width}x{height})", code="corrupt_image")
 
         def image_rows(start: int, stop: int) -> np.ndarray:
             return np.asarray(image.crop((0, start, width, min(stop, height))))
@@ -73,14 +75,16 @@ def _source(pixels: np.ndarray | Image.Image) -> tuple[Callable[[int, int], np.n
     return array_rows, tuple(array.shape), bool(np.issubdtype(array.dtype, np.integer))
 
 
-def _extrema(
-    pixels: np.ndarray | Image.Image, rows: Callable[[int, int], np.ndarray], starts: range, step: int
-) -> tuple[int, int]:
-    if isinstance(pixels, Image.Image):
-        low, high = pixels.getextrema()  # computed by Pillow without a copy
-        return int(low), int(high)  # type: ignore[arg-type]
-    strips = [rows(start, start + step) for start in starts]
-    return min(int(s.min()) for s in strips), max(int(s.max()) for s in strips)
+def _extrema(rows: Callable[[int, int], np.ndarray], starts: range, step: int) -> tuple[int, int]:
+    # Strip by strip (Pillow's getextrema does not take every 16-bit mode, e.g. I;16B).
+    low, high = None, None
+    for start in starts:  # one strip alive at a time: a Pillow image's strips are copies
+        strip = rows(start, start + step)
+        strip_low, strip_high = int(strip.min()), int(strip.max())
+        low = strip_low if low is None else min(low, strip_low)
+        high = strip_high if high is None else max(high, strip_high)
+    assert low is not None and high is not None  # _source refuses empty images
+    return low, high
 
 
 def _lookup_table(
