@@ -23,8 +23,10 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("variant", ["fp16", "int8"])
-def test_bundled_variant_keeps_the_contract_and_its_claims(variant: str) -> None:
+# How far activation(mean heatmap) may sit from the variant's own probabilities: int8 quantises the map
+# path and the head separately, so its maps explain its outputs only approximately.
+@pytest.mark.parametrize(("variant", "map_bound"), [("fp16", 1e-3), ("int8", 0.1)])
+def test_bundled_variant_keeps_the_contract_and_its_claims(variant: str, map_bound: float) -> None:
     fp32_path, path = BUNDLED / VARIANT_FILES["fp32"], BUNDLED / VARIANT_FILES[variant]
     fp32, record = read_record(fp32_path), read_record(path)
     assert (fp32.variant, record.variant) == ("fp32", variant)
@@ -46,4 +48,4 @@ def test_bundled_variant_keeps_the_contract_and_its_claims(variant: str) -> None
     assert float(np.max(np.abs(probabilities - reference))) <= parity["max_abs_diff"] + 1e-6
     agreement = decision_agreement(record.task, reference, fp32.thresholds, probabilities, record.thresholds)
     assert agreement >= 0.95  # 64 of the 524 gated images
-    assert heatmap_consistency(probabilities, heatmaps, softmax=False) <= 0.05
+    assert heatmap_consistency(probabilities, heatmaps, softmax=False) <= map_bound
