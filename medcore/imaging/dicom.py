@@ -19,6 +19,7 @@ import math
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -65,7 +66,7 @@ def decode_dicom(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image
     dataset = read_dicom(data, max_bytes=max_bytes)
     check_dicom_size(dataset, max_pixels=max_pixels, max_bytes=max_bytes)
     pixels = _first_frame(dataset)
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    photometric = str(attribute(dataset, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if pixels.ndim == 2 and photometric == "PALETTE COLOR":
         with _third_party("the palette colour lookup table"):
             pixels = apply_color_lut(pixels, dataset)
@@ -109,7 +110,8 @@ def check_dicom_size(dataset: Dataset, *, max_pixels: int, max_bytes: int) -> No
     if rows * cols > max_pixels:
         raise ImageTooLargeError(f"image has {rows * cols} pixels ({cols}x{rows}), limit is {max_pixels}")
     pixel_bytes(dataset, max_bytes=max_bytes)
-    syntax = UID(str(dataset.file_meta.TransferSyntaxUID))
+    with _third_party("DICOM attribute TransferSyntaxUID"):
+        syntax = UID(str(dataset.file_meta.TransferSyntaxUID))
     try:
         available = get_decoder(syntax).is_available
     except NotImplementedError:
@@ -179,8 +181,14 @@ def _at_pixels(tag: object, vr: object, length: object) -> bool:
     return tag == 0x7FE00010
 
 
+def attribute(dataset: Dataset, keyword: str, default: Any = None) -> Any:
+    """`dataset.get`, whose lazy conversion of a damaged element raises `ImageDecodeError` naming the keyword."""
+    with _third_party(f"DICOM attribute {keyword}"):
+        return dataset.get(keyword, default)
+
+
 def _header_int(dataset: Dataset, keyword: str, default: int | None = None) -> int:
-    value = dataset.get(keyword, default)
+    value = attribute(dataset, keyword, default)
     try:
         if value is None or isinstance(value, bytes | bytearray):
             raise TypeError
@@ -194,8 +202,7 @@ def _require_numbers(dataset: Dataset) -> None:
     for keyword in _NUMERIC_ATTRIBUTES:
         if keyword not in dataset:
             continue
-        with _third_party(f"DICOM attribute {keyword}"):
-            value = dataset.get(keyword)
+        value = attribute(dataset, keyword)
         values = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
         if not values or not all(_is_finite_number(v) for v in values):
             raise ImageDecodeError(f"DICOM attribute {keyword} is not a number", code="corrupt_image")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from medcore.imaging.budget import DEFAULT_MAX_DECODE_BYTES
-from medcore.imaging.dicom import looks_like_dicom, read_dicom
+from medcore.imaging.dicom import attribute, looks_like_dicom, read_dicom
 from medcore.imaging.errors import OutsideIntendedUseError
 from medcore.record import IntendedUse
 
@@ -54,7 +54,7 @@ def check_intended_use(
         allowed = getattr(intended_use, field)
         if allowed is None:
             continue
-        value = str(dataset.get(keyword, "") or "").strip().upper()
+        value = str(attribute(dataset, keyword, "") or "").strip().upper()
         if value in {a.strip().upper() for a in allowed}:
             continue
         choices = ", ".join(allowed)
