@@ -109,6 +109,13 @@ def test_non_finite_float_tiff_is_corrupt() -> None:
     raises(encode(Image.fromarray(pixels, mode="F"), "TIFF"), "corrupt_image")
 
 
+def test_dicom_element_with_an_unknown_vr(shared_data: Path) -> None:
+    data = (shared_data / DICOM / "pydicom_dicomdirtests_CR1_6154_16x16_MONOCHROME1.dcm").read_bytes()
+    samples_per_pixel = b"\x28\x00\x02\x00US"
+    assert samples_per_pixel in data
+    raises(data.replace(samples_per_pixel, b"\x28\x00\x02\x00\x55\xdb"), "corrupt_image")  # found by the fuzz
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
 def test_high_bit_depth_tiff_modes_are_scaled(mode: str) -> None:
     ramp = np.arange(64 * 64).reshape(64, 64) * 10
