@@ -56,7 +56,7 @@ def test_full_resolution_uploads_agree_with_their_medmnist_twins(shared_data: Pa
         def score(row: dict[str, str]) -> float:
             response = post_image(client, (kermany / row["filename"]).read_bytes(), filename="chest.jpeg")
             assert response.status_code == 200, response.text
-            return float(response.json()["predictions"][0]["probability"])
+            return float(response.json()["results"][0]["predictions"][0]["probability"])
 
         with ThreadPoolExecutor(8) as pool:
             served = np.array(list(pool.map(score, rows)))

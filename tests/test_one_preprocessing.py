@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from service_support import COVID, KERMANY, TINY_RECORD, post_image, require_data, running_server, tiny_model
 
-import service.api.routes_predict as routes_predict
+import service.registry as registry
 from medcore.record import Preprocessing
 from service.config import Settings
 from trainer.data import ManifestDataset
@@ -34,14 +34,14 @@ def test_service_tensor_equals_trainer_eval_tensor(tmp_path: Path, monkeypatch: 
 
     # Record every tensor the running service hands to the batcher.
     captured: list[np.ndarray] = []
-    original = routes_predict.load_model_input
+    original = registry.load_model_input
 
     def spy(*args: object, **kwargs: object) -> np.ndarray:
         result = original(*args, **kwargs)  # type: ignore[arg-type]
         captured.append(result)
         return result
 
-    monkeypatch.setattr(routes_predict, "load_model_input", spy)
+    monkeypatch.setattr(registry, "load_model_input", spy)
     with running_server(Settings(model_path=tiny_model(), max_batch_delay_ms=0)) as server, server.client() as client:
         for path in test_split.paths:
             captured.clear()
