@@ -10,19 +10,21 @@ import onnxruntime as ort
 import pytest
 import torch
 from export_support import KERMANY, make_checkpoint, shared_export
+from onnx import numpy_helper
 
 from export import (
     DEFAULT_TOLERANCE,
     INPUT_NAME,
     OUTPUT_NAME,
     ExportReport,
+    ParityError,
     export_onnx,
     read_record,
 )
 from export.head import ProbabilityModel
 from export.inputs import load_inputs
 from export.quantize import quantize_int8
-from export.variants import GateError
+from export.variants import Gate, GateError, make_variant
 from medcore.record import ONNX_METADATA_KEY, Task
 from trainer.checkpoint import Checkpoint, model_from_checkpoint
 
@@ -134,14 +136,30 @@ def test_legacy_exporter_writes_opset_17(tmp_path: Path) -> None:
     assert report.parity.max_abs_diff <= DEFAULT_TOLERANCE
 
 
-def test_int8_gate_refuses_a_variant_whose_decisions_move(
+def test_variant_gate_refuses_a_variant_whose_decisions_move(
     binary: tuple[Checkpoint, ExportReport], tmp_path: Path
 ) -> None:
-    """An untrained network scores every image near one value, so int8 noise flips its decisions: refused."""
+    """A 'variant' whose head is negated (p -> 1 - p) flips the validation decisions: refused, nothing written."""
     _, report = binary
+
+    def negated_head(path: Path, record: object) -> tuple[onnx.ModelProto, dict[str, object]]:
+        proto = onnx.load(str(path))
+        for init in proto.graph.initializer:
+            if init.name.startswith("model.classifier.2."):
+                init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+        return proto, {"method": "negated head (test)"}
+
     out = tmp_path / "model.int8.onnx"
     with pytest.raises(GateError, match=r"int8 decisions agree with fp32 on .* the gate is 99%"):
-        quantize_int8(report.output, out, calibration_samples=32)
+        make_variant(report.output, "int8", negated_head, Gate(tolerance=1.0), out_path=out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_beyond_parity_tolerance_writes_nothing(binary: tuple[Checkpoint, ExportReport], tmp_path: Path) -> None:
+    _, report = binary
+    out = tmp_path / "strict.int8.onnx"
+    with pytest.raises((ParityError, GateError)):
+        quantize_int8(report.output, out, tolerance=0.0, min_agreement=0.0, max_delta_auroc=1.0, calibration_samples=32)
     assert list(tmp_path.iterdir()) == []
 
 
