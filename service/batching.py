@@ -109,6 +109,7 @@ class MicroBatcher:
         warm_up: Callable[[], None] | None = None,
         on_batch: BatchObserver | None = None,
         explain: Explain | None = None,
+        fail_batch: int | None = None,
     ) -> None:
         if max_batch_size < 1 or queue_limit < 1 or max_batch_delay_s < 0:
             raise ValueError(
@@ -122,6 +123,8 @@ class MicroBatcher:
         self._queue_limit = queue_limit
         self._warm_up = warm_up
         self._on_batch = on_batch
+        self._fail_batch = fail_batch  # test-only fault injection (SERVE_FAULT_INJECT_BATCH): this batch raises
+        self._batches = 0
         # Unbounded underneath: only the event loop thread enqueues, so checking the depth
         # before putting is race-free, and the stop sentinel (None) can always be put.
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -267,7 +270,10 @@ class MicroBatcher:
     def _process(self, batch: list[_Job]) -> None:
         started = time.monotonic()
         heatmaps: np.ndarray | None = None
+        self._batches += 1
         try:
+            if self._batches == self._fail_batch:
+                raise RuntimeError(f"injected fault in batch {self._batches} (SERVE_FAULT_INJECT_BATCH, test only)")
             inputs = stack_batch([job.inputs for job in batch])
             if self._explain is not None and any(job.explain for job in batch):
                 outputs, heatmaps = self._explain(inputs)

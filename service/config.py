@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     )
     ssl_certfile: FilePath | None = Field(default=None, description="serve HTTPS with this PEM certificate")
     ssl_keyfile: FilePath | None = Field(default=None, description="the certificate's PEM private key")
+    fault_inject_batch: int | None = Field(
+        default=None,
+        ge=1,
+        description="TEST ONLY, never set in production: the N-th batch of each model raises inside the worker "
+        "(its requests get 500 inference_failed); for the fault-injection tests",
+    )
 
     @field_validator("auth_open_routes", mode="before")
     @classmethod

@@ -326,6 +326,7 @@ def _serve_one(
         warm_up=loaded.warm_up,
         on_batch=on_batch,
         explain=loaded.predict_with_heatmaps if loaded.has_heatmaps else None,
+        fail_batch=settings.fault_inject_batch,
     )
     return ServedModel(
         model=loaded,
