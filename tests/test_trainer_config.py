@@ -67,7 +67,10 @@ def test_bad_architecture_names_value_and_allowed_set() -> None:
     ("overrides", "message"),
     [
         ({"data.kind": "dicomdir"}, "Invalid data kind 'dicomdir'. Only medmnist, kermany, nih, mimic, chexpert, csv"),
-        ({"threshold.policy": "max"}, "Invalid threshold policy 'max'. Only youden, balanced, fbeta, f1, sensitivity, fixed"),
+        (
+            {"threshold.policy": "max"},
+            "Invalid threshold policy 'max'. Only youden, balanced, fbeta, f1, sensitivity, fixed",
+        ),
         ({"device": "tpu"}, "Invalid device 'tpu'. Only auto, cpu, cuda, cuda:<index> are supported."),
         ({"model.stem_stride": 3}, "Invalid model.stem_stride 3. Only 1, 2, 4 are supported."),
         ({"optim.label_smoothing": 0.9}, r"optim.label_smoothing must lie in \[0.0, 0.5\], got 0.9"),

@@ -43,7 +43,8 @@ def _chexpert(c: DataConfig, screen: Screen) -> LabeledData:
 def _csv(c: DataConfig, screen: Screen) -> LabeledData:
     return load_csv(Path(c.path), path_columns=(c.path_column,), label_column=c.label_column,
                     label_columns=c.label_columns or (), task=c.task, labels=c.labels, separator=c.separator,
-                    uncertainty=c.uncertainty, plan=_plan(c), screen=screen, patient_column=c.patient_column)  # fmt: skip
+                    uncertainty=c.uncertainty, plan=_plan(c), screen=screen,
+                    patient_column=c.patient_column)  # fmt: skip
 
 
 def _microscopy(c: DataConfig, screen: Screen) -> LabeledData:
