@@ -124,7 +124,9 @@ def test_kermany_folder_training_run_with_ema(tmp_path: Path) -> None:
     assert best.record.provenance.data["kind"] == "kermany"
     assert len(best.record.provenance.data["listing_sha256"]) == 64
     assert json.loads((output / "metrics.json").read_text())["test"]["n"] == 6
-    # The checkpoint's model is the averaged one; the online weights travel in the training state.
-    raw = best.training_state["raw_model_state"]
-    assert best.training_state["ema"] is not None and raw is not None
-    assert any(not torch.equal(raw[k], v) for k, v in best.model_state.items() if v.is_floating_point())
+    # The checkpoints' model is the averaged one; the online weights travel in last.pt's training state.
+    last = load_checkpoint(output / "last.pt")
+    raw = last.training_state["raw_model_state"]
+    assert last.training_state["ema"] is not None and raw is not None
+    assert any(not torch.equal(raw[k], v) for k, v in last.model_state.items() if v.is_floating_point())
+    assert all(torch.equal(last.model_state[k], v) for k, v in best.model_state.items())

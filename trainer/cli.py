@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from trainer.config import ARCHITECTURES, DATA_KINDS, DataConfig, load_config
+from trainer.stopped import Stopped
 
 # flag destination -> dotted config key
 _FLAG_KEYS = {
@@ -167,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainer.train import train  # after parsing, so --help and config errors stay fast
 
         train(config)
+    except Stopped as stopped:  # SIGTERM / SIGUSR1: last.pt written
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C); resume with --resume where last.pt was written", file=sys.stderr)
         return 130

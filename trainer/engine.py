@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ class EpochStats:
     images: int
     seconds: float
     lr: float
+    stopped_after: int | None = None  # batches trained when a stop signal ended the epoch early
 
     @property
     def images_per_second(self) -> float:
@@ -59,6 +61,7 @@ def train_one_epoch(
     accumulate: int = 1,
     description: str = "train",
     progress: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> EpochStats:
     """One pass over `loader`. With `accumulate` k, the gradients of k batches (each loss / k) are summed
     before one optimiser step, schedule step and EMA update; the epoch's last group may be shorter."""
@@ -88,6 +91,10 @@ def train_one_epoch(
         total_loss += loss.item() * len(images)
         seen += len(images)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+        if stop is not None and stop() and index + 1 < batches:  # after an optimiser step: a clean place to stop
+            bar.close()
+            return EpochStats(total_loss / max(1, seen), seen, time.perf_counter() - start,
+                              float(scheduler.get_last_lr()[0]), stopped_after=index + 1)  # fmt: skip
     return EpochStats(total_loss / max(1, seen), seen, time.perf_counter() - start, float(scheduler.get_last_lr()[0]))
 
 

@@ -10,18 +10,20 @@ from typing import Any, cast
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medcore.record import ModelRecord, Preprocessing
 from trainer.augment import ClassificationPresetTrain
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainConfig
 from trainer.data import LabeledData, ManifestDataset, make_dataset
+from trainer.distributed import rank, world_size
 from trainer.engine import Batches
 from trainer.loss import build_criterion
 from trainer.models import ModelSpec, build_model, freeze_backbone, load_local_weights
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.provenance import build_record, git_commit
+from trainer.resume import EpochSampler, SeededSamples
 from trainer.runtime import Precision, capture_rng_state, resolve_device, resolve_precision, restore_rng_state
 
 logger = logging.getLogger("trainer")
@@ -45,9 +47,12 @@ class Run:
     scaler: torch.amp.GradScaler
     train_loader: Batches
     val_loader: Batches
-    sampler_generator: torch.Generator
+    train_sampler: EpochSampler
+    train_samples: SeededSamples
     code_commit: str | None
     start_epoch: int = 0
+    start_batch: int = 0  # batches of `start_epoch` already trained (a run stopped mid-epoch)
+    last_thresholds: dict[str, float] = field(default_factory=dict)  # of the last validation (for a stop's record)
     best_score: float | None = None
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -91,10 +96,11 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
     train_labels = data.split("train").labels
     criterion = build_criterion(data.task, train_labels, config.optim.label_smoothing).to(precision.device)
-    generator = torch.Generator()
     augment = ClassificationPresetTrain(recipe, config.augment)
-    train_set = make_dataset(data.split("train"), recipe, config.data, augment)
-    train_loader = make_loader(train_set, config, precision, RandomSampler(train_set, generator=generator))
+    # Order from (seed, epoch), augmentation from (seed, epoch, index): exact resume with workers, mid-epoch too.
+    train_samples = SeededSamples(make_dataset(data.split("train"), recipe, config.data, augment), config.seed)
+    sampler = EpochSampler(len(train_samples), config.seed, num_replicas=world_size(), rank=rank())
+    train_loader = make_loader(train_samples, config, precision, sampler)
     optimizer = build_optimizer(model, config.optim)
     run = Run(
         config=config,
@@ -111,7 +117,8 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         scaler=precision.grad_scaler(),
         train_loader=train_loader,
         val_loader=make_loader(make_dataset(data.split("val"), recipe, config.data), config, precision),
-        sampler_generator=generator,
+        train_sampler=sampler,
+        train_samples=train_samples,
         code_commit=git_commit(),
     )
     if resume is not None:
@@ -132,8 +139,14 @@ def compile_wanted(requested: bool, precision: Precision) -> bool:
 
 
 def make_loader(
-    dataset: ManifestDataset, config: TrainConfig, precision: Precision, sampler: RandomSampler | None = None
+    dataset: ManifestDataset | SeededSamples,
+    config: TrainConfig,
+    precision: Precision,
+    sampler: Sampler[int] | None = None,
 ) -> Batches:
+    """Batches of `dataset`. Its own generator: starting an iterator never draws from the global RNG (which
+    drop-path uses), so a run resumed mid-epoch draws exactly as the uninterrupted one. Training workers
+    start afresh every epoch (they read the epoch of `SeededSamples`); evaluation workers persist."""
     workers = config.data.num_workers
     return DataLoader(
         cast(Dataset[tuple[torch.Tensor, torch.Tensor]], dataset),  # map-style: __len__ and __getitem__
@@ -141,7 +154,8 @@ def make_loader(
         sampler=sampler,
         num_workers=workers,
         pin_memory=config.data.pin_memory and precision.device.type == "cuda",
-        persistent_workers=workers > 0,
+        persistent_workers=workers > 0 and not isinstance(dataset, SeededSamples),
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 
@@ -159,9 +173,17 @@ def _record(run: Run, thresholds: dict[str, float], metrics: dict[str, Any]) -> 
     )
 
 
-def to_checkpoint(run: Run, epoch: int, thresholds: dict[str, float], metrics: dict[str, Any]) -> Checkpoint:
-    """model_state holds the evaluated weights (EMA when enabled); the online weights go in training_state."""
+def to_checkpoint(
+    run: Run, epoch: int, thresholds: dict[str, float], metrics: dict[str, Any], *, batches: int | None = None
+) -> Checkpoint:
+    """model_state holds the evaluated weights (EMA when enabled); the online weights go in training_state.
+
+    `epoch` is the last finished epoch; `batches` the batches trained of the next one (a run stopped mid-epoch).
+    """
     training_state = {
+        "partial_batches": batches,
+        "thresholds": thresholds,
+        "data_splits": {name: split for name, split in run.data.description["splits"].items()},
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
@@ -197,3 +219,5 @@ def restore(run: Run, checkpoint: Checkpoint) -> None:
     run.best_score, run.best_epoch = state["best_score"], state["best_epoch"]
     run.history = list(state["history"])
     run.start_epoch = checkpoint.epoch + 1
+    run.start_batch = int(state.get("partial_batches") or 0)
+    run.last_thresholds = dict(state.get("thresholds") or checkpoint.record.thresholds)

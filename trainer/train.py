@@ -21,8 +21,10 @@ from trainer.engine import EpochStats, evaluate, train_one_epoch
 from trainer.metrics import headline_accuracy, primary_score, task_metrics
 from trainer.recipe import resolve_recipe
 from trainer.report import ReportSettings, write_history, write_report
+from trainer.resume import StopSignals, config_changes, data_changes
 from trainer.run import Run, build_run, make_loader, to_checkpoint
 from trainer.runtime import seed_everything
+from trainer.stopped import Stopped
 from trainer.temperature import temperature_scale
 from trainer.tensorboard_log import log_epoch
 from trainer.thresholds import choose_thresholds
@@ -48,15 +50,29 @@ def train(config: TrainConfig) -> dict[str, Any]:
     data = _keep_data_report(data, output_dir)
     check_leakage(data, config.data.allow_leakage)
     check_labels(data)
+    if resume is not None:
+        _refuse_changes(resume, config, data)
     factory = partial(make_dataset, config=config.data)
     recipe = resume.record.preprocessing if resume else resolve_recipe(config.preprocessing, data, factory)
     check_input_size(config.model.arch, config.model.stem_stride, recipe.height, recipe.width)
     run = build_run(config, data, recipe, resume)
     save_config(config, output_dir / "config.yaml")
     _log_start(run)
-    for epoch in range(run.start_epoch, config.epochs):
-        _run_epoch(run, epoch)
+    with StopSignals() as stop:
+        for epoch in range(run.start_epoch, config.epochs):
+            _run_epoch(run, epoch, stop)
     return _finish(run, time.perf_counter() - start)
+
+
+def _refuse_changes(resume: Checkpoint, config: TrainConfig, data: LabeledData) -> None:
+    """A resumed run must compute what the interrupted one would have: same data, model, optimiser, schedule."""
+    changes = config_changes(resume.config, config.to_dict())
+    changes += data_changes(resume.training_state.get("data_splits") or {}, data.description["splits"])
+    if changes:
+        raise ValueError(f"cannot resume: the settings differ from the checkpoint's ({'; '.join(changes)})")
+    if resume.config.get("epochs") != config.epochs:
+        logger.warning("epochs %s -> %d: the schedule is stretched from here on", resume.config.get("epochs"),
+                       config.epochs)  # fmt: skip
 
 
 def _keep_data_report(data: LabeledData, output_dir: Path) -> LabeledData:
@@ -82,10 +98,12 @@ def _resume_checkpoint(config: TrainConfig, output_dir: Path) -> Checkpoint | No
     return checkpoint
 
 
-def _run_epoch(run: Run, epoch: int) -> None:
+def _run_epoch(run: Run, epoch: int, stop: StopSignals) -> None:
     config = run.config
-    # The shuffle order depends on (seed, epoch) only, so a resumed run sees the same order.
-    run.sampler_generator.manual_seed(config.seed * 100_003 + epoch)
+    # The order and the augmentation depend on (seed, epoch) only; a run stopped mid-epoch skips what it trained.
+    done = run.start_batch if epoch == run.start_epoch else 0
+    run.train_sampler.set_epoch(epoch, start=done * config.batch_size)
+    run.train_samples.epoch = epoch
     stats = train_one_epoch(
         run.model,
         run.criterion,
@@ -99,7 +117,16 @@ def _run_epoch(run: Run, epoch: int) -> None:
         accumulate=config.optim.accumulate,
         description=f"epoch {epoch + 1}/{config.epochs}",
         progress=config.progress,
+        stop=stop,
     )
+    if stats.stopped_after is not None:
+        batches = done + stats.stopped_after
+        last = to_checkpoint(run, epoch - 1, run.last_thresholds, {"epoch": epoch - 1}, batches=batches)
+        save_checkpoint(last, run.output_dir / LAST)
+        raise Stopped(
+            f"stopped by {stop.received} in epoch {epoch + 1}/{config.epochs} after {batches} batches;"
+            f" {run.output_dir / LAST} holds the run: continue it with --resume"
+        )
     task, labels = run.data.task, run.data.label_names
     val = evaluate(run.eval_model, run.eval_criterion, run.val_loader, run.precision, progress=config.progress,
                    softmax=task is Task.MULTICLASS)  # fmt: skip
@@ -117,8 +144,9 @@ def _run_epoch(run: Run, epoch: int) -> None:
         log_epoch(run.output_dir, run.history[-1])
     _log_epoch(run, epoch, stats, val.loss, val_metrics, improved)
     checkpoint = to_checkpoint(run, epoch, thresholds, {"epoch": epoch, "val": val_metrics})
-    if improved:
-        save_checkpoint(checkpoint, run.output_dir / BEST)
+    run.last_thresholds = thresholds
+    if improved:  # best.pt: the weights and the record only (export and evaluation need no more)
+        save_checkpoint(replace(checkpoint, training_state={}), run.output_dir / BEST)
     save_checkpoint(checkpoint, run.output_dir / LAST)
 
 
