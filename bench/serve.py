@@ -8,8 +8,10 @@ Without --model it runs two models: the bundled one (28x28, 1 label) and a convn
 request sends a 1024x1024 8-bit PNG made once from a Kermany radiograph (also cached there).
 
 Every system does the same work per image: decode + preprocess with medcore.imaging, then onnxruntime.
-- onnxruntime: in this process, N threads each running one image at a time (no HTTP, no batching);
-- plain FastAPI: a minimal server that runs onnxruntime per request in FastAPI's threadpool (no batching);
+- onnxruntime: in this process, N threads each running one image at a time (no HTTP, no batching), with the
+  service's model loader (its intra-op thread choice, `service.model.load_model`);
+- plain FastAPI: a minimal server that runs onnxruntime (default session options) per request in FastAPI's
+  threadpool (no batching);
 - LitServe: its LitAPI with batching on (max_batch_size 8, batch_timeout 5 ms), default server settings;
 - service: `python -m service` with its default settings (pipelined decode, micro-batching, admission).
 Servers run as subprocesses on free 127.0.0.1 ports and are stopped at the end. The load generator shares
@@ -108,8 +110,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def plain_app(model: Path) -> FastAPI:
-    """Decode + onnxruntime per request in FastAPI's threadpool: what one writes without a batcher."""
-    loaded = load_model(model, provider="cpu")
+    """Decode + onnxruntime per request in FastAPI's threadpool: what one writes without a batcher
+    (an onnxruntime session with its default options)."""
+    record = load_model(model, provider="cpu", intra_op_threads=1).record
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     app = FastAPI()
 
     @app.get("/health/ready")
@@ -118,8 +122,9 @@ def plain_app(model: Path) -> FastAPI:
 
     @app.post("/predict")
     def predict(file: Annotated[UploadFile, File()]) -> dict[str, list[float]]:
-        inputs = load_model_input(file.file.read(), loaded.record.preprocessing)
-        return {"probabilities": loaded.predict(inputs[None])[0].tolist()}
+        inputs = load_model_input(file.file.read(), record.preprocessing)
+        (probabilities,) = session.run(["probabilities"], {"input": inputs[None]})
+        return {"probabilities": probabilities[0].tolist()}
 
     return app
 

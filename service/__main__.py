@@ -75,6 +75,7 @@ def load_settings() -> Settings:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's own limits and TLS from the settings; logging stays ours (`service.logs`)."""
+    from service.http_protocol import bounded_protocol  # imports uvicorn: not for --help
     if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
         raise SystemExit("invalid SERVE_* settings: set both SERVE_SSL_CERTFILE and SERVE_SSL_KEYFILE, or neither")
     return {
@@ -84,10 +85,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "access_log": False,  # RequestContextMiddleware writes the access line
         "server_header": False,
-        "http": "h11",  # h11_max_incomplete_event_size applies to uvicorn's h11 parser only
+        # httptools (C) with a head limit: h11, the parser whose head limit uvicorn exposes, costs far more CPU.
+        "http": bounded_protocol(settings.max_header_bytes),
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive_s,
-        "h11_max_incomplete_event_size": settings.max_header_bytes,
         "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
         "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     }

@@ -9,8 +9,10 @@ A failing batch fails only its own requests; the worker goes on with the next ba
 
 Deadlines: `infer(..., deadline=t)` answers `DeadlineExceededError` at `t` (monotonic) if the worker
 has not taken the image by then, and the worker skips it when it comes to it; an image already in a
-running batch is always finished. A batch runs the model's `explain` function (probabilities and
-heatmaps) instead of `predict` when any of its images asked for heatmaps.
+running batch is always finished. `expected_wait_s` estimates how long a newly queued image would wait
+(images ahead of it times a moving average of the seconds per image), so a caller can refuse work that
+would only expire in the queue before spending a decode on it. A batch runs the model's `explain`
+function (probabilities and heatmaps) instead of `predict` when any of its images asked for heatmaps.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
 Explain = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 BatchObserver = Callable[[int, float], None]
+WAIT_SMOOTHING = 0.2  # weight of the latest batch in the moving average of seconds per image
 
 
 class QueueFullError(RuntimeError):
@@ -125,6 +128,8 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._fail_batch = fail_batch  # test-only fault injection (SERVE_FAULT_INJECT_BATCH): this batch raises
         self._batches = 0
+        self._running = 0  # images in the batch the worker is running
+        self._seconds_per_image: float | None = None  # moving average over recent batches
         # Unbounded underneath: only the event loop thread enqueues, so checking the depth
         # before putting is race-free, and the stop sentinel (None) can always be put.
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -138,6 +143,12 @@ class MicroBatcher:
     def depth(self) -> int:
         """Images waiting for the worker (not counting the batch being run)."""
         return self._queue.qsize()
+
+    def expected_wait_s(self) -> float:
+        """Seconds an image queued now would likely wait for the model: the images ahead of it (queued and
+        running) times the recent seconds per image; 0 before the first batch has been timed."""
+        per_image = self._seconds_per_image
+        return 0.0 if per_image is None else (self._queue.qsize() + self._running) * per_image
 
     @property
     def ready(self) -> bool:
@@ -271,6 +282,7 @@ class MicroBatcher:
         started = time.monotonic()
         heatmaps: np.ndarray | None = None
         self._batches += 1
+        self._running = len(batch)
         try:
             if self._batches == self._fail_batch:
                 raise RuntimeError(f"injected fault in batch {self._batches} (SERVE_FAULT_INJECT_BATCH, test only)")
@@ -287,7 +299,12 @@ class MicroBatcher:
             for job in batch:
                 _settle(job, error)
             return
+        finally:
+            self._running = 0
         inference_s = time.monotonic() - started
+        per_image = inference_s / len(batch)
+        previous = self._seconds_per_image
+        self._seconds_per_image = per_image if previous is None else previous + WAIT_SMOOTHING * (per_image - previous)
         for i, (job, row) in enumerate(zip(batch, outputs, strict=True)):
             maps = heatmaps[i] if heatmaps is not None and job.explain else None
             _settle(job, BatchResult(row, len(batch), started - job.enqueued_at, inference_s, maps))

@@ -49,7 +49,12 @@ class Settings(BaseSettings):
         default=True, description="refuse DICOMs outside the record's intended use (422 outside_intended_use)"
     )
     provider: Provider = Field(default="auto", description="onnxruntime execution provider")
-    intra_op_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = one per usable core")
+    intra_op_threads: int = Field(
+        default=0,
+        ge=0,
+        description="onnxruntime intra-op threads; 0 = by measurement at start on the CPU: one when a batch-1 "
+        "inference takes under 25 ms on one thread (the other cores decode), else one per usable core",
+    )
     decode_threads: int = Field(default=0, ge=0, description="images decoded at once; 0 = one per usable core")
     log_level: LogLevel = Field(default="info", description="lowest level logged")
     log_format: LogFormat = Field(default="json", description="json: one JSON object per line; text: for a terminal")
@@ -85,10 +90,6 @@ class Settings(BaseSettings):
     @property
     def decode_workers(self) -> int:
         return self.decode_threads or usable_cores()
-
-    @property
-    def inference_threads(self) -> int:
-        return self.intra_op_threads or usable_cores()
 
     @field_validator("provider", "log_level", "variant", "log_format", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,15 @@ from medcore.record import ONNX_HEATMAP_OUTPUT_NAME as HEATMAP_NAME
 from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
 from medcore.record import ONNX_METADATA_KEY, VARIANT_FILES, ModelRecord, RecordError
 from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
+from service.config import usable_cores
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# Auto threads (intra_op_threads=0) on the CPU: a model whose batch-1 inference on one thread takes less than
+# this gains little from intra-op parallelism and loses the core the decoders need (measured on 2 cores,
+# 28-px convnext_atto: 8 ms on one thread, 9-16 ms on two); a slower model gets one thread per usable core.
+SINGLE_THREAD_LIMIT_MS = 25.0
+TIMED_RUNS = 5
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ class LoadedModel:
     record: ModelRecord
     provider: str
     has_heatmaps: bool = False
+    intra_op_threads: int = 0  # what the session runs with (0: onnxruntime's own choice, as on CUDA)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -86,21 +94,16 @@ def load_model(
 ) -> LoadedModel:
     """Open `path`, read its record from the ONNX metadata and check the I/O contract against it.
 
-    `expected_variant` (fp32/fp16/int8, from the file name in a model directory) must equal the record's.
+    `intra_op_threads` 0 on the CPU chooses by measurement: one thread when a batch-1 inference on one
+    thread is under `SINGLE_THREAD_LIMIT_MS`, else one per usable core. `expected_variant` (fp32/fp16/int8,
+    from the file name in a model directory) must equal the record's.
     """
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist; set SERVE_MODEL_PATH to an exported .onnx file")
     chosen = choose_provider(provider, ort.get_available_providers())
-    options = ort.SessionOptions()
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-        # Spinning kept on: measured on 2 cores (convnext_tiny-224, 1024² PNG), turning it off cost 7 ms of
-        # inference per image at c=1 and 7% img/s at c=8, more than the decode threads gained.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    # CPU stays listed behind CUDA for the few operators CUDA lacks; the check below still
-    # refuses a session where CUDA silently failed to initialise.
-    providers = [CUDA, CPU] if chosen == CUDA else [CPU]
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    auto = intra_op_threads == 0 and chosen == CPU
+    threads = 1 if auto else intra_op_threads
+    session = _open_session(path, chosen, threads)
     if session.get_providers()[0] != chosen:
         # onnxruntime-gpu installed but no usable GPU: onnxruntime fell back to the CPU on its own.
         if provider != "auto":
@@ -117,7 +120,45 @@ def load_model(
             f"but its record says variant {record.variant!r}"
         )
     has_heatmaps = _check_contract(session, record)
-    return LoadedModel(session=session, record=record, provider=chosen, has_heatmaps=has_heatmaps)
+    cores = usable_cores()
+    if auto and cores > 1:
+        single_ms = _batch1_ms(session, record)
+        if single_ms >= SINGLE_THREAD_LIMIT_MS:
+            threads = cores
+            session = _open_session(path, chosen, threads)
+        logger.info(
+            "onnxruntime intra-op threads: %d (batch-1 inference on one thread: %.1f ms; limit %.0f ms)",
+            threads, single_ms, SINGLE_THREAD_LIMIT_MS,
+        )  # fmt: skip
+    return LoadedModel(
+        session=session, record=record, provider=chosen, has_heatmaps=has_heatmaps, intra_op_threads=threads
+    )
+
+
+def _open_session(path: Path, provider: str, intra_op_threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+        # Spinning kept on: measured on 2 cores (convnext_tiny-224, 1024² PNG), turning it off cost 7 ms of
+        # inference per image at c=1 and 7% img/s at c=8, more than the decode threads gained.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    # CPU stays listed behind CUDA for the few operators CUDA lacks; load_model still refuses a
+    # session where CUDA silently failed to initialise.
+    providers = [CUDA, CPU] if provider == CUDA else [CPU]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def _batch1_ms(session: ort.InferenceSession, record: ModelRecord) -> float:
+    """Median milliseconds of a batch-1 inference (after one untimed run)."""
+    pre = record.preprocessing
+    batch = np.zeros((1, pre.channels, pre.height, pre.width), dtype=np.float32)
+    session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    timings = []
+    for _ in range(TIMED_RUNS):
+        started = time.perf_counter()
+        session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        timings.append((time.perf_counter() - started) * 1e3)
+    return float(np.median(timings))
 
 
 def _check_contract(session: ort.InferenceSession, record: ModelRecord) -> bool:

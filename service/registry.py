@@ -156,11 +156,20 @@ class ServedModel:
     async def prepare(self, data: bytes, *, deadline: float | None = None) -> np.ndarray:
         """Decode in the decode pool while telling the batcher that an image is on its way.
 
-        An image whose deadline passed while it waited for a decode thread is not decoded at all."""
+        An image is not decoded at all when its deadline passed while it waited for a decode thread, or
+        when the model's queue is already longer than the time it has left (it would only expire there)."""
 
         def decode() -> np.ndarray:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceededError("the image waited for a decode thread past its deadline; retry shortly")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineExceededError("the image waited for a decode thread past its deadline; retry shortly")
+                wait = self.batcher.expected_wait_s()
+                if wait > left:
+                    raise DeadlineExceededError(
+                        f"the model's queue would hold the image about {wait * 1e3:.0f} ms, past its deadline "
+                        f"({left * 1e3:.0f} ms left); retry shortly"
+                    )
             started = time.perf_counter()
             inputs = self.decode(data)
             if self.on_decode is not None:
@@ -280,7 +289,7 @@ def build_registry(
     make = partial(_serve_one, settings=settings, decoder=decoder, on_batch=on_batch, on_decode=on_decode)
     entries: dict[str, dict[str, ServedModel]] = {}
     if settings.model_path is not None:
-        served = make(load_model(settings.model_path, provider=provider, intra_op_threads=settings.inference_threads))
+        served = make(load_model(settings.model_path, provider=provider, intra_op_threads=settings.intra_op_threads))
         entries[served.name] = {served.version: served}
     else:
         import onnxruntime as ort
@@ -294,7 +303,7 @@ def build_registry(
             loaded = load_model(
                 found.files[variant],
                 provider=provider,
-                intra_op_threads=settings.inference_threads,
+                intra_op_threads=settings.intra_op_threads,
                 expected_variant=variant,
             )
             name, version = found.folder.parent.name, found.folder.name

@@ -233,3 +233,37 @@ def test_a_batch_with_an_explain_job_runs_the_explain_function() -> None:
     assert plain.heatmaps is None  # in the same batch, but it did not ask
     assert explained.heatmaps is not None and explained.heatmaps.tolist() == [[[20.0, 20.0], [20.0, 20.0]]]
     assert plain.batch_size == explained.batch_size == 2
+
+
+def test_expected_wait_counts_the_images_ahead_at_the_recent_seconds_per_image() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow(batch: np.ndarray) -> np.ndarray:
+        entered.set()
+        release.wait(10)
+        return row_sums(batch)
+
+    batcher = MicroBatcher(slow, max_batch_size=2, max_batch_delay_s=0.0, queue_limit=8)
+
+    async def work(b: MicroBatcher) -> tuple[float, float, float, float | None]:
+        before = b.expected_wait_s()
+        release.set()
+        await asyncio.gather(*(b.infer(image(1.0)) for _ in range(2)))  # timed: one batch or two
+        per_image = b.expected_wait_s()  # nothing ahead: 0
+        release.clear()
+        entered.clear()
+        held = asyncio.ensure_future(b.infer(image(2.0)))
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
+        queued = [asyncio.ensure_future(b.infer(image(3.0))) for _ in range(3)]
+        await asyncio.sleep(0.01)  # let the three reach the queue
+        ahead, seconds_per_image = b.expected_wait_s(), b._seconds_per_image
+        release.set()
+        await asyncio.gather(held, *queued)
+        return before, per_image, ahead, seconds_per_image
+
+    before, idle, ahead, seconds_per_image = run_with(batcher, work)
+    assert before == 0.0 and idle == 0.0  # untimed, then nothing ahead
+    assert seconds_per_image is not None and seconds_per_image > 0
+    assert ahead == pytest.approx(4 * seconds_per_image)  # 1 running + 3 queued

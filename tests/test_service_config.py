@@ -13,9 +13,10 @@ import pytest
 from pydantic import ValidationError
 from service_support import TINY_RECORD, build_tiny_model, tiny_model
 
+import service.model
 from medcore.imaging import DEFAULT_MAX_PIXELS
 from medcore.record import RecordError
-from service.config import BUNDLED_MODEL, Settings
+from service.config import BUNDLED_MODEL, Settings, usable_cores
 from service.model import CPU, CUDA, ModelLoadError, choose_provider, load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,6 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.model_dir == REPO / "models" == bundled.parents[2] == BUNDLED_MODEL.parents[2]
     assert (settings.default_model, settings.variant, settings.deadline_ms) == (None, "auto", 2000.0)
     assert (settings.max_pending, settings.max_files, settings.drain_timeout_s) == (64, 16, 15.0)
-    assert settings.inference_threads >= 1  # one per usable core
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
     assert (settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_limit) == (16, 5.0, 256)
     assert settings.max_body_bytes == 20 * 1024 * 1024
@@ -106,6 +106,18 @@ def test_the_loaded_model_reads_its_record_and_chooses_cpu_here() -> None:
     assert model.input_shape == (1, 28, 28)
     assert model.provider == (CUDA if CUDA in ort.get_available_providers() else CPU)
     model.warm_up()
+
+
+def test_auto_threads_give_a_fast_model_one_thread_and_a_slow_one_every_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cores = usable_cores()
+    assert load_model(tiny_model(), provider="cpu").intra_op_threads == 1  # a tiny model: well under the limit
+    assert load_model(tiny_model(), provider="cpu", intra_op_threads=3).intra_op_threads == 3  # set: kept
+    monkeypatch.setattr(service.model, "SINGLE_THREAD_LIMIT_MS", 0.0)  # every model counts as slow
+    slow = load_model(tiny_model(), provider="cpu")
+    assert slow.intra_op_threads == (cores if cores > 1 else 1)
+    slow.warm_up()
 
 
 def broken_record(**changes: object) -> str:

@@ -217,6 +217,34 @@ def test_work_still_queued_at_its_deadline_gets_503(monkeypatch: pytest.MonkeyPa
         assert client.post("/predict", files=files(data)).status_code == 200
 
 
+def test_work_that_would_expire_in_the_queue_is_refused_before_it_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_data()
+    settings = Settings(model_path=tiny_model(), deadline_ms=300, max_batch_size=1, max_batch_delay_ms=0)
+    with gated_server(monkeypatch, settings) as (server, gate), server.client() as client:
+        data = GOOD.read_bytes()
+        gate.close()
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(client.post, "/predict", files=files(data))
+            assert gate.entered.wait(30)
+            time.sleep(0.6)  # one image that took >= 0.6 s: the worker now expects that per image
+            gate.open.set()
+            assert slow.result().status_code == 200
+            gate.entered.clear()
+            gate.close()
+            held = pool.submit(client.post, "/predict", files=files(data))
+            assert gate.entered.wait(30)
+            before = metric_samples(client)
+            refused = client.post("/predict", files=files(data))  # 1 image ahead at >= 0.6 s > its 300 ms
+            assert refused.status_code == 503 and refused.json()["code"] == "deadline_exceeded", refused.text
+            assert "queue would hold the image" in refused.json()["detail"] and "Retry-After" in refused.headers
+            after = metric_samples(client)
+            decoded = "serve_preprocess_seconds_count"
+            assert sample(after, decoded) == sample(before, decoded)  # refused before its decode
+            assert sample(after, "serve_rejections_total", reason="deadline") == 1
+            gate.open.set()
+            assert held.result().status_code == 200
+
+
 def test_concurrent_multi_file_requests_are_batched_and_match(server: RunningServer, model_dir: Path) -> None:
     require_data()
     images = [p.read_bytes() for p in kermany_images(6)]
