@@ -29,9 +29,27 @@ _INTERPOLATION = {
 }
 
 
+class RandomResolution:
+    """With probability `p`, shrink the image (longer side to a random size in [low, high] pixels, with
+    antialiasing) and resize it back, so a model trained on sharp images also meets upsampled small ones."""
+
+    def __init__(self, p: float, low: int, high: int, interpolation: InterpolationMode) -> None:
+        self.p, self.low, self.high, self.interpolation = p, low, high, interpolation
+
+    def __call__(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+        if torch.rand(1).item() >= self.p:
+            return image
+        height, width = (image.height, image.width) if isinstance(image, Image.Image) else image.shape[-2:]
+        side = int(torch.randint(self.low, self.high + 1, (1,)).item())
+        scale = min(1.0, side / max(height, width))
+        small = (max(1, round(height * scale)), max(1, round(width * scale)))
+        shrunk = T.functional.resize(image, list(small), interpolation=self.interpolation, antialias=True)
+        return T.functional.resize(shrunk, [height, width], interpolation=self.interpolation, antialias=True)
+
+
 class ClassificationPresetTrain:
     """Random resized crop (area close to 1), small rotation, horizontal flip, random grayscale
-    (RGB only), optional brightness/contrast jitter (grayscale and RGB only)."""
+    (RGB only), optional resolution drop and brightness/contrast jitter (grayscale and RGB only)."""
 
     def __init__(self, recipe: Preprocessing, config: AugmentConfig) -> None:
         self.single_image = is_single_image(recipe)
@@ -53,6 +71,9 @@ class ClassificationPresetTrain:
             steps.append(T.RandomHorizontalFlip(config.hflip))
         if config.grayscale > 0 and self.single_image and recipe.channels == 3:
             steps.append(T.RandomGrayscale(config.grayscale))
+        if config.resolution > 0:
+            low, high = config.resolution_min, config.resolution_max
+            steps.append(RandomResolution(config.resolution, low, high, _INTERPOLATION[recipe.interpolation.value]))
         if (config.brightness > 0 or config.contrast > 0) and self.single_image:
             steps.append(T.ColorJitter(brightness=config.brightness, contrast=config.contrast))
         self.transforms = T.Compose(steps) if steps else None

@@ -129,6 +129,11 @@ class AugmentConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     grayscale: float = 0.0  # probability of turning an RGB image gray (3-channel recipes only)
+    # Resolution augmentation: with probability `resolution`, shrink the image so its longer side is a random
+    # size in [resolution_min, resolution_max] pixels, then resize it back (low-resolution inputs, e.g. 28 px).
+    resolution: float = 0.0
+    resolution_min: int = 24
+    resolution_max: int = 40
 
     def __post_init__(self) -> None:
         _within("augment.hflip", self.hflip, 0.0, 1.0)
@@ -138,6 +143,9 @@ class AugmentConfig:
         _within("augment.brightness", self.brightness, 0.0, 1.0)
         _within("augment.contrast", self.contrast, 0.0, 1.0)
         _within("augment.grayscale", self.grayscale, 0.0, 1.0)
+        _within("augment.resolution", self.resolution, 0.0, 1.0)
+        _within("augment.resolution_min", self.resolution_min, 2, 4096)
+        _within("augment.resolution_max", self.resolution_max, self.resolution_min, 4096)
 
 
 @dataclass
