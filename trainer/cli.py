@@ -75,7 +75,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a classifier and evaluate it on the test split")
     train.add_argument("--config", help="YAML or JSON file with the run's settings")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--batch-size", type=int, help="images per step per process (under torchrun: per GPU)")
     train.add_argument("--lr", type=float, help="peak learning rate")
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--arch", help=f"one of {', '.join(ARCHITECTURES)}")
