@@ -38,8 +38,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
     the 16 images of the single process's step k, with the same per-sample augmentation (seeded by index).
     ConvNeXt normalises per sample (LayerNorm, no BatchNorm) and drop-path is off, so the averaged gradient
     is the full-batch gradient up to the order of float32 additions (two half-batch means all-reduced
-    against one mean). That is ~1e-7 relative per step; over 8 AdamW steps the weights stay within 1e-4
-    (AdamW divides by sqrt(v), which can magnify a tiny difference in a near-zero gradient, hence not 1e-6).
+    against one mean). Measured: the weights differ by at most 2e-7 after 8 AdamW steps; the bound is 1e-5
+    (AdamW divides by sqrt(v), which can magnify a rounding difference in a near-zero gradient).
     Probabilities then differ by far less than the gaps between samples: AUROC and the losses agree to 1e-3.
     """
     one, two = tmp_path / "one", tmp_path / "two"
@@ -63,6 +63,6 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
     last_two, last_one = load_checkpoint(two / "last.pt"), load_checkpoint(one / "last.pt")
     assert set(last_two.model_state) == set(last_one.model_state)  # the bare module's names, no "module."
     for key, value in last_one.model_state.items():
-        assert torch.allclose(last_two.model_state[key], value, atol=1e-4), key
+        assert torch.allclose(last_two.model_state[key], value, atol=1e-5), key
     steps = [s["step"] for s in last_two.training_state["optimizer"]["state"].values()]
     assert np.unique(steps).tolist() == [8.0]  # 4 steps an epoch per rank, as in the single process
