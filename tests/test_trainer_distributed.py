@@ -66,3 +66,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
         assert torch.allclose(last_two.model_state[key], value, atol=1e-5), key
     steps = [s["step"] for s in last_two.training_state["optimizer"]["state"].values()]
     assert np.unique(steps).tolist() == [8.0]  # 4 steps an epoch per rank, as in the single process
+
+    # The DDP run's last.pt holds the bare network: one process continues it with the same flags (a smaller
+    # global batch, so a continuation rather than a replay).
+    assert main(["train", *FLAGS, "--batch-size", "8", "--epochs", "3", "--output-dir", str(two), "--resume"]) == 0
+    assert len(json.loads((two / "metrics.json").read_text())["history"]) == 3
