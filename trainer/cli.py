@@ -1,4 +1,5 @@
-"""Command line: `python -m trainer train --config configs/X.yaml [flags]`, `python -m trainer describe [flags]`.
+"""Command line: `python -m trainer train --config configs/X.yaml [flags]`, `python -m trainer describe [flags]`,
+`python -m trainer slurm [train flags] --nodes N --gpus-per-node G ...` (an sbatch script).
 
 Parse, build the config (defaults < file < flags), call the library. Nothing else lives here.
 """
@@ -75,7 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a classifier and evaluate it on the test split")
     train.add_argument("--config", help="YAML or JSON file with the run's settings")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--batch-size", type=int, help="images per step per process (under torchrun: per GPU)")
     train.add_argument("--lr", type=float, help="peak learning rate")
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--arch", help=f"one of {', '.join(ARCHITECTURES)}")
@@ -92,6 +93,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
     _add_data_flags(train)
     _add_compare_parser(commands)
+    commands.add_parser("slurm", add_help=False, help="write an sbatch script for a DDP run (see slurm --help)")
     describe = commands.add_parser(
         "describe", help="print per-split samples, patients and label counts as JSON; check that files exist"
     )
@@ -150,6 +152,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["slurm"]:  # its own parser: the flags it does not know are train flags
+        from trainer.slurm import main as slurm
+
+        return slurm(argv[1:])
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:

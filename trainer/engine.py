@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +49,11 @@ def _to_device(images: torch.Tensor, precision: Precision) -> torch.Tensor:
     return images.to(precision.device, non_blocking=True, memory_format=memory_format)
 
 
+def _no_sync(model: nn.Module, stepping: bool) -> contextlib.AbstractContextManager[Any]:
+    no_sync = getattr(model, "no_sync", None)  # DistributedDataParallel's
+    return contextlib.nullcontext() if stepping or no_sync is None else no_sync()
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -72,10 +79,13 @@ def train_one_epoch(
     optimizer.zero_grad(set_to_none=True)
     for index, (images, targets) in enumerate(bar):
         images, targets = _to_device(images, precision), targets.to(precision.device, non_blocking=True)
-        with precision.autocast():
-            loss = criterion(model(images), targets)
-        scaler.scale(loss / accumulate).backward()
-        if (index + 1) % accumulate and index + 1 < batches:
+        stepping = not (index + 1) % accumulate or index + 1 == batches
+        # DDP: gradients are averaged over the ranks once per optimiser step, not after every accumulated batch
+        with _no_sync(model, stepping):
+            with precision.autocast():
+                loss = criterion(model(images), targets)
+            scaler.scale(loss / accumulate).backward()
+        if not stepping:
             total_loss += loss.item() * len(images)
             seen += len(images)
             continue

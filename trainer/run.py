@@ -17,7 +17,7 @@ from trainer.augment import ClassificationPresetTrain
 from trainer.checkpoint import Checkpoint
 from trainer.config import TrainConfig
 from trainer.data import LabeledData, ManifestDataset, make_dataset
-from trainer.distributed import rank, world_size
+from trainer.distributed import eval_shard, local_device, rank, world_size, wrap
 from trainer.engine import Batches
 from trainer.loss import build_criterion
 from trainer.models import ModelSpec, build_model, freeze_backbone, load_local_weights
@@ -38,7 +38,8 @@ class Run:
     recipe: Preprocessing
     spec: ModelSpec
     precision: Precision
-    model: nn.Module
+    model: nn.Module  # the bare network: what EMA averages and checkpoints hold
+    train_model: nn.Module  # what the training loop calls: `model` in DistributedDataParallel under torchrun
     ema: AveragedModel | None
     criterion: nn.Module
     eval_criterion: nn.Module
@@ -81,7 +82,7 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
     )
     if resume is not None and resume.spec != spec:
         raise ValueError(f"checkpoint was trained as {resume.spec}; the config asks for {spec}")
-    precision = resolve_precision(resolve_device(config.device), config.amp)
+    precision = resolve_precision(local_device(resolve_device(config.device)), config.amp)
     model = build_model(spec)
     if config.model.weights and resume is None:
         skipped = load_local_weights(model, config.model.weights)
@@ -102,6 +103,7 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
     sampler = EpochSampler(len(train_samples), config.seed, num_replicas=world_size(), rank=rank())
     train_loader = make_loader(train_samples, config, precision, sampler)
     optimizer = build_optimizer(model, config.optim)
+    val_set = make_dataset(data.split("val"), recipe, config.data)
     run = Run(
         config=config,
         data=data,
@@ -109,6 +111,7 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         spec=spec,
         precision=precision,
         model=model,
+        train_model=model,
         ema=ema,
         criterion=criterion,
         eval_criterion=build_criterion(data.task, train_labels).to(precision.device),
@@ -116,13 +119,14 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         scheduler=build_scheduler(optimizer, config.optim, optimizer_steps(len(train_loader), config), config.epochs),
         scaler=precision.grad_scaler(),
         train_loader=train_loader,
-        val_loader=make_loader(make_dataset(data.split("val"), recipe, config.data), config, precision),
+        val_loader=make_loader(val_set, config, precision, eval_shard(len(val_set))),
         train_sampler=sampler,
         train_samples=train_samples,
         code_commit=git_commit(),
     )
     if resume is not None:
         restore(run, resume)
+    run.train_model = wrap(model, precision.device)  # after restore: every rank starts from the same weights
     return run
 
 

@@ -10,6 +10,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from medcore.atomic import atomic_write
 from medcore.record import Task
 from trainer.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -17,13 +19,14 @@ from trainer.checks import check_input_size, check_labels, check_leakage
 from trainer.config import TrainConfig, save_config
 from trainer.data import LabeledData, load_data, make_dataset
 from trainer.data.describe import without_identifiers
-from trainer.engine import EpochStats, evaluate, train_one_epoch
+from trainer.distributed import all_reduce_sum, any_rank, barrier, eval_shard, gather_rows, is_main, process_group
+from trainer.engine import Batches, EpochStats, Predictions, evaluate, train_one_epoch
 from trainer.metrics import headline_accuracy, primary_score, task_metrics
 from trainer.recipe import resolve_recipe
 from trainer.report import ReportSettings, write_history, write_report
 from trainer.resume import StopSignals, config_changes, data_changes
 from trainer.run import Run, build_run, make_loader, to_checkpoint
-from trainer.runtime import seed_everything
+from trainer.runtime import resolve_device, seed_everything
 from trainer.stopped import Stopped
 from trainer.temperature import temperature_scale
 from trainer.tensorboard_log import log_epoch
@@ -40,8 +43,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     The score is AUROC (binary), macro AUROC (multi-label) or balanced accuracy (multi-class).
 
     Writes config.yaml, best.pt, last.pt, metrics.json, roc.png and confusion_matrix.png to
-    `config.output_dir` and returns the metrics.
+    `config.output_dir` and returns the metrics. Under torchrun, every rank trains its share and
+    evaluates its shard; rank 0 alone writes, and returns the metrics (the other ranks return {}).
     """
+    with process_group(resolve_device(config.device)):
+        return _train(config if is_main() else replace(config, progress=False))
+
+
+def _train(config: TrainConfig) -> dict[str, Any]:
     start = time.perf_counter()
     output_dir = Path(config.output_dir)
     resume = _resume_checkpoint(config, output_dir)
@@ -56,12 +65,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     recipe = resume.record.preprocessing if resume else resolve_recipe(config.preprocessing, data, factory)
     check_input_size(config.model.arch, config.model.stem_stride, recipe.height, recipe.width)
     run = build_run(config, data, recipe, resume)
-    save_config(config, output_dir / "config.yaml")
+    if is_main():
+        save_config(config, output_dir / "config.yaml")
     _log_start(run)
     with StopSignals() as stop:
         for epoch in range(run.start_epoch, config.epochs):
             _run_epoch(run, epoch, stop)
-    return _finish(run, time.perf_counter() - start)
+    barrier()  # best.pt is written
+    metrics = _finish(run, time.perf_counter() - start)
+    barrier()  # the report is written
+    return metrics
 
 
 def _refuse_changes(resume: Checkpoint, config: TrainConfig, data: LabeledData) -> None:
@@ -79,7 +92,8 @@ def _keep_data_report(data: LabeledData, output_dir: Path) -> LabeledData:
     """Write the full data report (label counts, skipped samples, leakage check) beside the outputs;
     the record keeps it without file names."""
     text = json.dumps(data.description, indent=2, default=str) + "\n"
-    atomic_write(output_dir / "data_report.json", lambda handle: handle.write(text.encode()))
+    if is_main():
+        atomic_write(output_dir / "data_report.json", lambda handle: handle.write(text.encode()))
     return replace(data, description=without_identifiers(data.description))
 
 
@@ -105,7 +119,7 @@ def _run_epoch(run: Run, epoch: int, stop: StopSignals) -> None:
     run.train_sampler.set_epoch(epoch, start=done * config.batch_size)
     run.train_samples.epoch = epoch
     stats = train_one_epoch(
-        run.model,
+        run.train_model,
         run.criterion,
         run.optimizer,
         run.scheduler,
@@ -117,19 +131,22 @@ def _run_epoch(run: Run, epoch: int, stop: StopSignals) -> None:
         accumulate=config.optim.accumulate,
         description=f"epoch {epoch + 1}/{config.epochs}",
         progress=config.progress,
-        stop=stop,
+        stop=lambda: any_rank(stop()),  # all ranks stop after the same batch
     )
+    images = all_reduce_sum(float(stats.images))  # the epoch's loss and speed over all ranks
+    stats = replace(stats, loss=all_reduce_sum(stats.loss * stats.images) / max(1.0, images), images=int(images))
     if stats.stopped_after is not None:
         batches = done + stats.stopped_after
-        last = to_checkpoint(run, epoch - 1, run.last_thresholds, {"epoch": epoch - 1}, batches=batches)
-        save_checkpoint(last, run.output_dir / LAST)
+        if is_main():
+            last = to_checkpoint(run, epoch - 1, run.last_thresholds, {"epoch": epoch - 1}, batches=batches)
+            save_checkpoint(last, run.output_dir / LAST)
+        barrier()
         raise Stopped(
-            f"stopped by {stop.received} in epoch {epoch + 1}/{config.epochs} after {batches} batches;"
-            f" {run.output_dir / LAST} holds the run: continue it with --resume"
+            f"stopped by {stop.received or 'another rank'} in epoch {epoch + 1}/{config.epochs} after {batches}"
+            f" batches; {run.output_dir / LAST} holds the run: continue it with --resume"
         )
     task, labels = run.data.task, run.data.label_names
-    val = evaluate(run.eval_model, run.eval_criterion, run.val_loader, run.precision, progress=config.progress,
-                   softmax=task is Task.MULTICLASS)  # fmt: skip
+    val = _evaluate(run, run.eval_model, run.val_loader)
     rule = config.threshold
     thresholds = choose_thresholds(task is Task.MULTICLASS, val.labels, val.prob, labels, rule.policy, rule.value,
                                    beta=rule.beta, target=rule.target_sensitivity)  # fmt: skip
@@ -139,15 +156,26 @@ def _run_epoch(run: Run, epoch: int, stop: StopSignals) -> None:
     if improved:
         run.best_score, run.best_epoch = score, epoch
     run.history.append(_history_row(epoch, stats, val.loss, val_metrics))
+    _log_epoch(run, epoch, stats, val.loss, val_metrics, improved)
+    run.last_thresholds = thresholds
+    if not is_main():
+        return
     write_history(run.output_dir, run.history)
     if config.report.tensorboard:
         log_epoch(run.output_dir, run.history[-1])
-    _log_epoch(run, epoch, stats, val.loss, val_metrics, improved)
     checkpoint = to_checkpoint(run, epoch, thresholds, {"epoch": epoch, "val": val_metrics})
-    run.last_thresholds = thresholds
     if improved:  # best.pt: the weights and the record only (export and evaluation need no more)
         save_checkpoint(replace(checkpoint, training_state={}), run.output_dir / BEST)
     save_checkpoint(checkpoint, run.output_dir / LAST)
+
+
+def _evaluate(run: Run, model: nn.Module, loader: Batches) -> Predictions:
+    """`evaluate` on this rank's shard of the split, gathered: the whole split, in order, on every rank."""
+    part = evaluate(model, run.eval_criterion, loader, run.precision, progress=run.config.progress,
+                    softmax=run.data.task is Task.MULTICLASS)  # fmt: skip
+    count = all_reduce_sum(float(len(part.prob)))
+    loss = all_reduce_sum(part.loss * len(part.prob)) / max(1.0, count)
+    return Predictions(gather_rows(part.prob), gather_rows(part.labels), loss)
 
 
 def _history_row(epoch: int, stats: EpochStats, val_loss: float, val: dict[str, Any]) -> dict[str, Any]:
@@ -172,12 +200,13 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
     model = run.precision.place(model_from_checkpoint(best))
     task, labels, thresholds = run.data.task, best.record.labels, dict(best.record.thresholds)
     test_set = make_dataset(run.data.split("test"), run.recipe, run.config.data)
-    test_loader = make_loader(test_set, run.config, run.precision)
+    test_loader = make_loader(test_set, run.config, run.precision, eval_shard(len(test_set)))
     predictions = {}
     for name, loader in (("val", run.val_loader), ("test", test_loader)):
-        result = evaluate(model, run.eval_criterion, loader, run.precision, progress=run.config.progress,
-                          softmax=task is Task.MULTICLASS)  # fmt: skip
+        result = _evaluate(run, model, loader)
         predictions[name] = (result.labels, result.prob)
+    if not is_main():
+        return {}
     calibration: dict[str, Any] = {}
     if run.config.report.temperature_scaling:
         best, predictions, thresholds, calibration = temperature_scale(best, predictions, task, run.config)
