@@ -26,7 +26,7 @@ WRITER = Path(__file__).with_name("checkpoint_writer.py")
 FLAGS = ["--data-kind", "medmnist", "--data-path", str(PNEUMONIAMNIST), "--limit", "32", *QUICK_FLAGS,
          "--batch-size", "8", "--epochs", "3", "--workers", "2"]  # fmt: skip
 TIMINGS = {"wall_seconds", "seconds", "images_per_second"}
-KILLS = 20
+KILLS = 15
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's packages, whatever the environment has installed
 
 
