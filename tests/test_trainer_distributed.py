@@ -49,6 +49,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
     launched = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stderr.count("epoch 2/2") == 1  # rank 0 alone logs
+    assert "Warning" not in launched.stderr, launched.stderr[-3000:]  # library warnings do not leak to the user
     assert main(["train", *FLAGS, "--batch-size", "16", "--output-dir", str(one)]) == 0
 
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -74,6 +75,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` in DistributedDataParallel under torchrun (gradients averaged over the ranks), else itself."""
     if not active():
         return model
+    # ConvNeXt's depthwise kernels ([C, 1, k, k]) get gradients whose size-1 dimension has another stride than
+    # DDP's bucket view: the same memory layout, a spurious warning on every run (pytorch/pytorch#47163).
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
