@@ -26,6 +26,7 @@ import contextlib
 import os
 import platform
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -312,17 +313,27 @@ def server(
     """Start a server subprocess, wait for its health path, and always stop it."""
     # A file, not a pipe: a chatty server must never block on a full pipe.
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: stopping it stops its children too (LitServe's spawned workers would otherwise keep
+        # running and take the cores from every later row).
+        process = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_ready(process, " ".join(command), f"http://127.0.0.1:{port}", log, health)
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of `process`, SIGKILL what is left after 15 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def wait_ready(
