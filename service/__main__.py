@@ -76,6 +76,7 @@ def load_settings() -> Settings:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's own limits and TLS from the settings; logging stays ours (`service.logs`)."""
     from service.http_protocol import bounded_protocol  # imports uvicorn: not for --help
+
     if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
         raise SystemExit("invalid SERVE_* settings: set both SERVE_SSL_CERTFILE and SERVE_SSL_KEYFILE, or neither")
     return {

@@ -7,6 +7,12 @@ It also closes the batch early when the queue is empty and no request is still b
 (decoded): nobody else is on the way, so waiting out the delay would only add latency.
 A failing batch fails only its own requests; the worker goes on with the next batch.
 
+Idle inline runs (`inline_when_idle`, on for the CPU provider): when nothing is queued and the model is
+not running, `run_inline` runs one image at once on the calling (decode) thread, as a batch of one. Both
+paths hold the same model lock, so the model still runs one batch at a time; what this saves is the
+hand-off to the worker thread and back, which costs a request as much as a small model's inference when
+the machine has few cores and there is nothing to batch with anyway.
+
 Deadlines: `infer(..., deadline=t)` answers `DeadlineExceededError` at `t` (monotonic) if the worker
 has not taken the image by then, and the worker skips it when it comes to it; an image already in a
 running batch is always finished. `expected_wait_s` estimates how long a newly queued image would wait
@@ -113,6 +119,7 @@ class MicroBatcher:
         on_batch: BatchObserver | None = None,
         explain: Explain | None = None,
         fail_batch: int | None = None,
+        inline_when_idle: bool = False,
     ) -> None:
         if max_batch_size < 1 or queue_limit < 1 or max_batch_delay_s < 0:
             raise ValueError(
@@ -127,8 +134,11 @@ class MicroBatcher:
         self._warm_up = warm_up
         self._on_batch = on_batch
         self._fail_batch = fail_batch  # test-only fault injection (SERVE_FAULT_INJECT_BATCH): this batch raises
+        self._inline_when_idle = inline_when_idle
+        self._model_lock = threading.Lock()  # one model call at a time: the worker's batches and inline runs
         self._batches = 0
         self._running = 0  # images in the batch the worker is running
+        self._holding = 0  # 1 while the worker holds a queued job and waits for the model to be free
         self._seconds_per_image: float | None = None  # moving average over recent batches
         # Unbounded underneath: only the event loop thread enqueues, so checking the depth
         # before putting is race-free, and the stop sentinel (None) can always be put.
@@ -142,13 +152,13 @@ class MicroBatcher:
     @property
     def depth(self) -> int:
         """Images waiting for the worker (not counting the batch being run)."""
-        return self._queue.qsize()
+        return self._queue.qsize() + self._holding
 
     def expected_wait_s(self) -> float:
         """Seconds an image queued now would likely wait for the model: the images ahead of it (queued and
         running) times the recent seconds per image; 0 before the first batch has been timed."""
         per_image = self._seconds_per_image
-        return 0.0 if per_image is None else (self._queue.qsize() + self._running) * per_image
+        return 0.0 if per_image is None else (self.depth + self._running) * per_image
 
     @property
     def ready(self) -> bool:
@@ -212,12 +222,32 @@ class MicroBatcher:
                 f"the image was still queued at its {self._describe_deadline(job)} deadline; retry shortly"
             ) from None
 
+    def run_inline(self, inputs: np.ndarray, *, explain: bool = False) -> BatchResult | None:
+        """Run one CHW input now on the calling thread if the model is idle and nothing is queued; None when
+        inline runs are off or the model is busy (then queue it with `infer`). Blocking: call it in a thread."""
+        if not self._inline_when_idle or not self.ready or self.depth:
+            return None
+        if explain and self._explain is None:
+            raise ValueError("this batcher has no explain function")
+        if not self._model_lock.acquire(blocking=False):
+            return None
+        try:
+            enqueued_at = time.monotonic()
+            outcome = self._run_model([inputs], explain=explain)
+        finally:
+            self._model_lock.release()
+        if isinstance(outcome, Exception):
+            raise outcome
+        outputs, heatmaps, started, inference_s = outcome
+        maps = heatmaps[0] if explain and heatmaps is not None else None
+        return BatchResult(outputs[0], 1, started - enqueued_at, inference_s, maps)
+
     def _enqueue(self, inputs: np.ndarray, deadline: float | None, *, explain: bool) -> _Job:
         if not self.ready:
             raise NotReadyError(f"the model is not ready: {self.status}")
         if explain and self._explain is None:
             raise ValueError("this batcher has no explain function")
-        if self._queue.qsize() >= self._queue_limit:
+        if self.depth >= self._queue_limit:
             raise QueueFullError(f"{self._queue_limit} images are already waiting; retry shortly")
         loop = asyncio.get_running_loop()
         job = _Job(inputs, loop.create_future(), loop, time.monotonic(), deadline, explain)
@@ -240,21 +270,30 @@ class MicroBatcher:
         self._ready.set()
         stopping = False
         while not stopping:
-            batch, stopping = self._collect()
-            if batch:
-                self._process(batch)
-
-    def _collect(self) -> tuple[list[_Job], bool]:
-        """Block for a first live job, then fill the batch until it is full or the delay passes.
-
-        Jobs dropped by their request or past their deadline are skipped (and answered) here.
-        """
-        while True:
-            first = self._queue.get()
+            first = self._queue.get()  # wait for work without holding the model (inline runs may use it)
             if first is None:
+                return
+            # Jobs stay queued (their deadline can still drop them; they count in `depth`) until the model is
+            # free for their batch.
+            self._holding = 1
+            with self._model_lock:
+                self._holding = 0
+                batch, stopping = self._collect(first)
+                if batch:
+                    self._process(batch)
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """With the model lock held: from `first` (or the next live job), fill the batch until it is full or
+        the delay passes. Jobs dropped by their request or past their deadline are skipped (and answered) here.
+        """
+        while not self._take(first):
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return [], False
+            if job is None:
                 return [], True
-            if self._take(first):
-                break
+            first = job
         batch = [first]
         deadline = time.monotonic() + self._max_delay_s
         while len(batch) < self._max_batch_size:
@@ -279,37 +318,49 @@ class MicroBatcher:
         return outcome == _TAKEN
 
     def _process(self, batch: list[_Job]) -> None:
-        started = time.monotonic()
-        heatmaps: np.ndarray | None = None
-        self._batches += 1
-        self._running = len(batch)
-        try:
-            if self._batches == self._fail_batch:
-                raise RuntimeError(f"injected fault in batch {self._batches} (SERVE_FAULT_INJECT_BATCH, test only)")
-            inputs = stack_batch([job.inputs for job in batch])
-            if self._explain is not None and any(job.explain for job in batch):
-                outputs, heatmaps = self._explain(inputs)
-            else:
-                outputs = self._predict(inputs)
-            if len(outputs) != len(batch) or (heatmaps is not None and len(heatmaps) != len(batch)):
-                raise BatchError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
-        except Exception as exc:
-            logger.exception("a batch of %d images failed", len(batch))
-            error = exc if isinstance(exc, BatchError) else BatchError(f"inference failed: {exc}")
+        """Run a batch (the model lock is held) and answer each of its jobs."""
+        outcome = self._run_model([job.inputs for job in batch], explain=any(job.explain for job in batch))
+        if isinstance(outcome, Exception):
             for job in batch:
-                _settle(job, error)
+                _settle(job, outcome)
             return
-        finally:
-            self._running = 0
-        inference_s = time.monotonic() - started
-        per_image = inference_s / len(batch)
-        previous = self._seconds_per_image
-        self._seconds_per_image = per_image if previous is None else previous + WAIT_SMOOTHING * (per_image - previous)
+        outputs, heatmaps, started, inference_s = outcome
         for i, (job, row) in enumerate(zip(batch, outputs, strict=True)):
             maps = heatmaps[i] if heatmaps is not None and job.explain else None
             _settle(job, BatchResult(row, len(batch), started - job.enqueued_at, inference_s, maps))
+
+    def _run_model(
+        self, inputs: list[np.ndarray], *, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, float, float] | BatchError:
+        """One model call on a batch (the caller holds the model lock): (outputs, heatmaps or None, start time,
+        seconds), or the `BatchError` every image of the batch is answered with. Feeds the timing average
+        and `on_batch`."""
+        started = time.monotonic()
+        heatmaps: np.ndarray | None = None
+        self._batches += 1
+        self._running = len(inputs)
+        try:
+            if self._batches == self._fail_batch:
+                raise RuntimeError(f"injected fault in batch {self._batches} (SERVE_FAULT_INJECT_BATCH, test only)")
+            batch = stack_batch(inputs)
+            if self._explain is not None and explain:
+                outputs, heatmaps = self._explain(batch)
+            else:
+                outputs = self._predict(batch)
+            if len(outputs) != len(inputs) or (heatmaps is not None and len(heatmaps) != len(inputs)):
+                raise BatchError(f"the model returned {len(outputs)} outputs for {len(inputs)} inputs")
+        except Exception as exc:
+            logger.exception("a batch of %d images failed", len(inputs))
+            return exc if isinstance(exc, BatchError) else BatchError(f"inference failed: {exc}")
+        finally:
+            self._running = 0
+        inference_s = time.monotonic() - started
+        per_image = inference_s / len(inputs)
+        previous = self._seconds_per_image
+        self._seconds_per_image = per_image if previous is None else previous + WAIT_SMOOTHING * (per_image - previous)
         if self._on_batch is not None:
-            self._on_batch(len(batch), inference_s)
+            self._on_batch(len(inputs), inference_s)
+        return outputs, heatmaps, started, inference_s
 
 
 def _settle(job: _Job, outcome: BatchResult | Exception) -> None:

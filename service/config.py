@@ -20,6 +20,7 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 Variant = Literal["auto", "fp32", "fp16", "int8"]
 LogFormat = Literal["json", "text"]
 RouteGroup = Literal["health", "metrics", "docs", "ui"]
+InlineIdle = Literal["auto", "on", "off"]
 
 
 class Settings(BaseSettings):
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 picks a free one")
     max_batch_size: int = Field(default=16, ge=1, description="most images merged into one onnxruntime call")
     max_batch_delay_ms: float = Field(default=5.0, ge=0, description="longest wait for a batch to fill")
+    inline_idle: InlineIdle = Field(
+        default="auto",
+        description="run an image on its decode thread when the model is idle and nothing is queued, instead of "
+        "handing it to the batch worker; auto = on for the CPU provider, off on CUDA (where batches pay)",
+    )
     queue_limit: int = Field(default=256, ge=1, description="images waiting for the model before 503")
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="largest request body")
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb guard")
@@ -87,11 +93,15 @@ class Settings(BaseSettings):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
         return value
 
+    def inline_when_idle(self, provider: str) -> bool:
+        """Whether a model served by this onnxruntime provider runs idle-time images inline (`inline_idle`)."""
+        return self.inline_idle == "on" or (self.inline_idle == "auto" and provider != "CUDAExecutionProvider")
+
     @property
     def decode_workers(self) -> int:
         return self.decode_threads or usable_cores()
 
-    @field_validator("provider", "log_level", "variant", "log_format", mode="before")
+    @field_validator("provider", "log_level", "variant", "log_format", "inline_idle", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -15,7 +15,8 @@ The interface every route uses (predict, model listing, Open Inference Protocol)
     served.input_shape                         # (C, H, W) of the float32 input
     served.public_record()                     # the record as JSON, without file-system paths or file names
     result = await served.infer(chw)           # chw: float32 [C, H, W]; BatchResult.probabilities is [L]
-    result = await served.infer_bytes(data)    # encoded image bytes: decoded in the bounded decode pool first
+    done = await served.infer_bytes(data)      # encoded image bytes: decoded in the bounded decode pool first;
+                                               # done.result (a BatchResult), done.preprocess_s
     # both take deadline= (time.monotonic() seconds; DeadlineExceededError -> 503 when still queued then)
     # and explain=True (BatchResult.heatmaps [L, h, w]; needs served.can_explain, else ExplainUnavailableError)
 
@@ -146,20 +147,17 @@ class ServedModel:
             raise InvalidInputError(f"input must be float32 {list(expected)}, got {inputs.dtype} {list(inputs.shape)}")
         return await self.batcher.infer(inputs, deadline=deadline, explain=explain)
 
-    async def infer_bytes(self, data: bytes, *, deadline: float | None = None, explain: bool = False) -> BatchResult:
-        """Decode `data` in the decode pool (the batcher waits for it), then `infer`."""
-        if explain and not self.can_explain:
-            raise ExplainUnavailableError(f"model {self.name} {self.version} has no heatmaps output to explain with")
-        inputs = await self.prepare(data, deadline=deadline)
-        return await self.batcher.infer(inputs, deadline=deadline, explain=explain)
-
-    async def prepare(self, data: bytes, *, deadline: float | None = None) -> np.ndarray:
-        """Decode in the decode pool while telling the batcher that an image is on its way.
+    async def infer_bytes(self, data: bytes, *, deadline: float | None = None, explain: bool = False) -> BytesResult:
+        """Decode `data` in the decode pool, then run it: on that thread when the model is idle
+        (`MicroBatcher.run_inline`), else in the next batch. The batcher knows an image is on its way meanwhile.
 
         An image is not decoded at all when its deadline passed while it waited for a decode thread, or
         when the model's queue is already longer than the time it has left (it would only expire there)."""
+        if explain and not self.can_explain:
+            raise ExplainUnavailableError(f"model {self.name} {self.version} has no heatmaps output to explain with")
+        submitted = time.perf_counter()
 
-        def decode() -> np.ndarray:
+        def decode_and_run_if_idle() -> tuple[np.ndarray, float, BatchResult | None]:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -172,14 +170,29 @@ class ServedModel:
                     )
             started = time.perf_counter()
             inputs = self.decode(data)
+            decoded = time.perf_counter()
             if self.on_decode is not None:
-                self.on_decode(time.perf_counter() - started)
-            return inputs
+                self.on_decode(decoded - started)
+            return inputs, decoded - submitted, self.batcher.run_inline(inputs, explain=explain)
 
         # The copied context carries the request id into the decode thread's log lines.
         context = contextvars.copy_context()
         with self.batcher.preparing():
-            return await asyncio.get_running_loop().run_in_executor(self.decoder, context.run, decode)
+            inputs, preprocess_s, result = await asyncio.get_running_loop().run_in_executor(
+                self.decoder, context.run, decode_and_run_if_idle
+            )
+        if result is None:
+            result = await self.batcher.infer(inputs, deadline=deadline, explain=explain)
+        return BytesResult(result, preprocess_s)
+
+
+@dataclass(frozen=True)
+class BytesResult:
+    """What `ServedModel.infer_bytes` answers: the model's result and the seconds from submission to decoded
+    input (waiting for a decode thread included)."""
+
+    result: BatchResult
+    preprocess_s: float
 
 
 @dataclass
@@ -336,6 +349,7 @@ def _serve_one(
         on_batch=on_batch,
         explain=loaded.predict_with_heatmaps if loaded.has_heatmaps else None,
         fail_batch=settings.fault_inject_batch,
+        inline_when_idle=settings.inline_when_idle(loaded.provider),
     )
     return ServedModel(
         model=loaded,

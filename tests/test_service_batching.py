@@ -267,3 +267,60 @@ def test_expected_wait_counts_the_images_ahead_at_the_recent_seconds_per_image()
     assert before == 0.0 and idle == 0.0  # untimed, then nothing ahead
     assert seconds_per_image is not None and seconds_per_image > 0
     assert ahead == pytest.approx(4 * seconds_per_image)  # 1 running + 3 queued
+
+
+def test_an_idle_model_runs_an_image_inline_and_a_busy_one_leaves_it_to_the_queue() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    threads: list[str] = []
+    sizes: list[int] = []
+
+    def gated(batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        entered.set()
+        release.wait(10)
+        return row_sums(batch)
+
+    batcher = MicroBatcher(
+        gated,
+        max_batch_size=4,
+        max_batch_delay_s=0.0,
+        queue_limit=8,
+        inline_when_idle=True,
+        on_batch=lambda n, _: sizes.append(n),
+    )
+
+    async def work(b: MicroBatcher) -> tuple[BatchResult | None, BatchResult | None, BatchResult, BatchResult]:
+        release.set()
+        idle = await asyncio.to_thread(b.run_inline, image(1.0))  # the model is free: run on this thread
+        release.clear()
+        entered.clear()
+        held = asyncio.ensure_future(asyncio.to_thread(b.run_inline, image(2.0)))
+        while not entered.is_set():  # an inline run holds the model
+            await asyncio.sleep(0.001)
+        busy = b.run_inline(image(3.0))  # the model is busy: None, the caller queues it
+        queued = asyncio.ensure_future(b.infer(image(3.0)))
+        while b.depth != 1:  # it waits for the model, still counted as queued
+            await asyncio.sleep(0.001)
+        assert b.run_inline(image(4.0)) is None  # something is queued: no jumping ahead of it
+        release.set()
+        inline_result = await held
+        assert inline_result is not None
+        return idle, busy, inline_result, await queued
+
+    idle, busy, held, queued = run_with(batcher, work)
+    assert idle is not None and idle.probabilities.tolist() == [4.0] and idle.batch_size == 1
+    assert busy is None
+    assert held.probabilities.tolist() == [8.0]
+    assert queued.probabilities.tolist() == [12.0]
+    assert threads[0] != "inference-worker" and threads[-1] == "inference-worker"  # inline, then the worker
+    assert sizes == [1, 1, 1]  # inline runs are timed and observed as batches of one
+
+
+def test_inline_runs_are_off_unless_asked_for() -> None:
+    batcher = MicroBatcher(row_sums, max_batch_size=4, max_batch_delay_s=0.0, queue_limit=8)
+
+    async def work(b: MicroBatcher) -> BatchResult | None:
+        return await asyncio.to_thread(b.run_inline, image(1.0))
+
+    assert run_with(batcher, work) is None

@@ -82,6 +82,17 @@ def test_invalid_settings_are_refused(clean_env: pytest.MonkeyPatch, name: str, 
         Settings()
 
 
+@pytest.mark.parametrize(
+    ("value", "on_cpu", "on_cuda"), [("auto", True, False), ("ON", True, True), ("off", False, False)]
+)
+def test_inline_idle_runs_default_to_the_cpu_only(
+    clean_env: pytest.MonkeyPatch, value: str, on_cpu: bool, on_cuda: bool
+) -> None:
+    clean_env.setenv("SERVE_INLINE_IDLE", value)
+    settings = Settings()
+    assert (settings.inline_when_idle(CPU), settings.inline_when_idle(CUDA)) == (on_cpu, on_cuda)
+
+
 def test_provider_choice() -> None:
     # Pure choice logic: this machine has no GPU, so CUDA's presence is given as a list here.
     assert choose_provider("cpu", [CUDA, CPU]) == CPU

@@ -37,8 +37,9 @@ CONCURRENCY = 16
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    # A long batch window so that concurrent requests reliably meet in one batch.
-    settings = Settings(model_path=tiny_model(), max_batch_size=16, max_batch_delay_ms=50)
+    # A long batch window so that concurrent requests reliably meet in one batch; no inline runs on an idle
+    # model (the CPU default), which would serve this fast model's images mostly one by one.
+    settings = Settings(model_path=tiny_model(), max_batch_size=16, max_batch_delay_ms=50, inline_idle="off")
     with running_server(settings) as running:
         yield running
 

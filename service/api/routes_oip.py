@@ -207,10 +207,9 @@ async def _run(
 
 
 async def _timed_bytes(served: ServedModel, data: bytes, deadline: float, metrics: MetricsDep) -> BatchResult:
-    started = time.perf_counter()
-    inputs = await served.prepare(data)
-    metrics.preprocess.observe(time.perf_counter() - started)
-    return await served.infer(inputs, deadline=deadline)
+    done = await served.infer_bytes(data, deadline=deadline)
+    metrics.preprocess.observe(done.preprocess_s)
+    return done.result
 
 
 def _element_error(input_name: str, index: int, exc: Exception) -> Exception:

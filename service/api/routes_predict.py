@@ -196,11 +196,9 @@ async def _one(
     metrics: ServiceMetrics,
     explain: bool,
 ) -> ImageResult:
-    decode_started = time.perf_counter()
-    inputs = await served.prepare(data, deadline=deadline)
-    preprocess_s = time.perf_counter() - decode_started
+    done = await served.infer_bytes(data, deadline=deadline, explain=explain)
+    result, preprocess_s = done.result, done.preprocess_s
     metrics.preprocess.observe(preprocess_s)
-    result = await served.batcher.infer(inputs, deadline=deadline, explain=explain)
     metrics.queue_wait.observe(result.queue_wait_s)
     record = served.record
     (decisions,) = decide(result.probabilities[None, :], record)
