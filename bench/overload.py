@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -114,72 +115,96 @@ class Server:
 SERVER_TIMES: list[float] = []  # the service's own timings_ms.total of each 200, in seconds
 
 
-async def post(client: httpx.AsyncClient, image: bytes) -> tuple[int, float]:
+def raw_request(url: str, image: bytes) -> tuple[str, int, bytes]:
+    """(host, port, the whole HTTP/1.1 request) for POST /predict with `image` as a raw body, built once."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(image)}\r\nConnection: close\r\n\r\n"
+    )
+    return host, int(port), head.encode() + image
+
+
+async def post(target: tuple[str, int, bytes], timeout_s: float = 60.0) -> tuple[int, float]:
+    """Send one pre-built request on its own connection and read the answer: (status, seconds).
+
+    Plain asyncio streams, not an HTTP client library: the sender shares the cores with the server, and
+    per request this costs it a fraction of what httpx does (see docs/reliability.md)."""
+    host, port, request = target
     started = time.perf_counter()
+    writer = None
     try:
-        # A raw body (the API's other form): the sender shares the cores, and encoding multipart costs it more.
-        response = await client.post("/predict", content=image, headers={"content-type": "image/jpeg"})
-        status = response.status_code
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(request)
+            await writer.drain()
+            answer = await reader.read()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
         if status == 200:
-            SERVER_TIMES.append(response.json()["results"][0]["timings_ms"]["total"] / 1e3)
-    except httpx.HTTPError:
-        status = -1  # connection refused, reset or timed out: counted, never ignored
+            SERVER_TIMES.append(json.loads(body)["results"][0]["timings_ms"]["total"] / 1e3)
+    except (OSError, TimeoutError, ValueError, IndexError, KeyError):
+        status = -1  # refused, reset, timed out or unreadable: counted, never ignored
+    finally:
+        if writer is not None:
+            writer.close()
     return status, time.perf_counter() - started
 
 
 async def capacity(url: str, image: bytes, concurrency: int, seconds: float) -> float:
     done = 0
     stop_at = time.monotonic() + seconds
+    target = raw_request(url, image)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal done
         while time.monotonic() < stop_at:
-            status, _ = await post(client, image)
+            status, _ = await post(target)
             done += status == 200
 
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        await post(client, image)
-        started = time.monotonic()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return done / (time.monotonic() - started)
+    await post(target)
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.monotonic() - started)
 
 
 async def open_loop(
     server: Server, image: bytes, rate: float, seconds: float, seed: int
-) -> tuple[list[tuple[float, int, float]], list[tuple[float, float]]]:
-    """(send time, status, latency) per request and (time, RSS MB) samples."""
+) -> tuple[list[tuple[float, int, float]], list[tuple[float, float]], float]:
+    """(send time, status, latency) per request, (time, RSS MB) samples, and the sender's largest lag behind
+    its schedule in seconds (how far it fell behind the arrivals it was to make)."""
     rng = random.Random(seed)
     results: list[tuple[float, int, float]] = []
     memory: list[tuple[float, float]] = []
     tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
-        t0 = time.monotonic()
+    target = raw_request(server.url, image)
+    lag = 0.0
+    t0 = time.monotonic()
 
-        async def one(sent: float) -> None:
-            status, latency = await post(client, image)
-            results.append((sent, status, latency))
+    async def one(sent: float) -> None:
+        status, latency = await post(target)
+        results.append((sent, status, latency))
 
-        async def sample_memory() -> None:
-            while time.monotonic() - t0 < seconds:
-                memory.append((time.monotonic() - t0, server.rss_mb()))
-                await asyncio.sleep(1.0)
+    async def sample_memory() -> None:
+        while time.monotonic() - t0 < seconds:
+            memory.append((time.monotonic() - t0, server.rss_mb()))
+            await asyncio.sleep(1.0)
 
-        sampler = asyncio.create_task(sample_memory())
-        next_at = 0.0
-        while next_at < seconds:
-            delay = t0 + next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(next_at))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            next_at += rng.expovariate(rate)
-        await sampler
-        if tasks:
-            await asyncio.gather(*tasks)
-    return results, memory
+    sampler = asyncio.create_task(sample_memory())
+    next_at = 0.0
+    while next_at < seconds:
+        delay = t0 + next_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lag = max(lag, -delay)
+        task = asyncio.create_task(one(next_at))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        next_at += rng.expovariate(rate)
+    await sampler
+    if tasks:
+        await asyncio.gather(*tasks)
+    return results, memory, lag
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -203,7 +228,9 @@ def main() -> int:
         print(f"machine: {os.cpu_count()} cores shared by client and server; image {len(image)} bytes")
         print(f"capacity (closed loop, c={args.concurrency}, {args.capacity_s:.0f} s): {measured:.1f} img/s")
         print(f"offered: {rate:.1f} req/s ({args.factor:g}x) for {args.duration_s:.0f} s, Poisson arrivals")
-        results, memory = asyncio.run(open_loop(server, image, rate, args.duration_s, args.seed))
+        started = time.monotonic()
+        results, memory, lag = asyncio.run(open_loop(server, image, rate, args.duration_s, args.seed))
+        took = time.monotonic() - started
     finally:
         server.stop()
     statuses = Counter(status for _, status, _ in results)
@@ -213,7 +240,11 @@ def main() -> int:
     median_rss = statistics.median(steady) if steady else float("nan")
     spread = max(abs(r - median_rss) / median_rss for r in steady) if steady else float("nan")
     p99 = percentile(accepted, 0.99) * 1e3
-    print(f"responses: {dict(sorted(statuses.items()))} of {len(results)} sent")
+    print(f"responses: {dict(sorted(statuses.items()))} of {len(results)} sent (-1: no HTTP answer)")
+    print(
+        f"the run took {took:.0f} s for {args.duration_s:.0f} s of arrivals; "
+        f"the sender lagged its schedule by {lag * 1e3:.0f} ms at most"
+    )
     print(f"served: {len(accepted) / args.duration_s:.1f} img/s; 503: {len(rejected) / args.duration_s:.1f}/s")
     print(
         f"accepted latency ms: p50 {percentile(accepted, 0.5) * 1e3:.0f}, p99 {p99:.0f} "

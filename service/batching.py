@@ -7,11 +7,17 @@ It also closes the batch early when the queue is empty and no request is still b
 (decoded): nobody else is on the way, so waiting out the delay would only add latency.
 A failing batch fails only its own requests; the worker goes on with the next batch.
 
-Idle inline runs (`inline_when_idle`, on for the CPU provider): when nothing is queued and the model is
-not running, `run_inline` runs one image at once on the calling (decode) thread, as a batch of one. Both
-paths hold the same model lock, so the model still runs one batch at a time; what this saves is the
-hand-off to the worker thread and back, which costs a request as much as a small model's inference when
-the machine has few cores and there is nothing to batch with anyway.
+Model calls at once (`concurrency`, default 1): every model call, the worker's batches and inline runs
+alike, holds one of `concurrency` lanes. On the CPU two single-image calls on two cores do more per
+second than one call split over both by onnxruntime's intra-op threads, and a session may be run from
+several threads at once; on a GPU one lane keeps the device to one batch at a time. A call that starts
+while another runs uses `predict_shared` (on the CPU: a one-thread session, see `service.model`).
+
+Inline runs (`inline_when_idle`, on for the CPU provider): when nothing is queued and a lane is free,
+`run_inline` runs one image at once on the calling (decode) thread, as a batch of one. What this saves is
+the hand-off to the worker thread and back, which costs a request as much as a small model's inference
+when the machine has few cores and there is nothing to batch with anyway. Under load images still queue
+and batch.
 
 Deadlines: `infer(..., deadline=t)` answers `DeadlineExceededError` at `t` (monotonic) if the worker
 has not taken the image by then, and the worker skips it when it comes to it; an image already in a
@@ -120,13 +126,16 @@ class MicroBatcher:
         explain: Explain | None = None,
         fail_batch: int | None = None,
         inline_when_idle: bool = False,
+        concurrency: int = 1,
+        predict_shared: Predict | None = None,
     ) -> None:
-        if max_batch_size < 1 or queue_limit < 1 or max_batch_delay_s < 0:
+        if max_batch_size < 1 or queue_limit < 1 or max_batch_delay_s < 0 or concurrency < 1:
             raise ValueError(
-                f"need max_batch_size >= 1, queue_limit >= 1, max_batch_delay_s >= 0; got "
-                f"{max_batch_size}, {queue_limit}, {max_batch_delay_s}"
+                f"need max_batch_size >= 1, queue_limit >= 1, max_batch_delay_s >= 0, concurrency >= 1; got "
+                f"{max_batch_size}, {queue_limit}, {max_batch_delay_s}, {concurrency}"
             )
         self._predict = predict
+        self._predict_shared = predict_shared or predict  # for a call made while another one runs
         self._explain = explain
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_batch_delay_s
@@ -135,9 +144,11 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._fail_batch = fail_batch  # test-only fault injection (SERVE_FAULT_INJECT_BATCH): this batch raises
         self._inline_when_idle = inline_when_idle
-        self._model_lock = threading.Lock()  # one model call at a time: the worker's batches and inline runs
+        self._concurrency = concurrency
+        self._lanes = threading.BoundedSemaphore(concurrency)  # model calls at once: batches and inline runs
+        self._stats_lock = threading.Lock()  # the counters below, written by whichever thread runs the model
         self._batches = 0
-        self._running = 0  # images in the batch the worker is running
+        self._running = 0  # images in the model calls now running
         self._holding = 0  # 1 while the worker holds a queued job and waits for the model to be free
         self._seconds_per_image: float | None = None  # moving average over recent batches
         # Unbounded underneath: only the event loop thread enqueues, so checking the depth
@@ -156,9 +167,9 @@ class MicroBatcher:
 
     def expected_wait_s(self) -> float:
         """Seconds an image queued now would likely wait for the model: the images ahead of it (queued and
-        running) times the recent seconds per image; 0 before the first batch has been timed."""
+        running) times the recent seconds per image, over the lanes; 0 before the first batch has been timed."""
         per_image = self._seconds_per_image
-        return 0.0 if per_image is None else (self.depth + self._running) * per_image
+        return 0.0 if per_image is None else (self.depth + self._running) * per_image / self._concurrency
 
     @property
     def ready(self) -> bool:
@@ -223,19 +234,19 @@ class MicroBatcher:
             ) from None
 
     def run_inline(self, inputs: np.ndarray, *, explain: bool = False) -> BatchResult | None:
-        """Run one CHW input now on the calling thread if the model is idle and nothing is queued; None when
-        inline runs are off or the model is busy (then queue it with `infer`). Blocking: call it in a thread."""
+        """Run one CHW input now on the calling thread if a lane is free and nothing is queued; None when
+        inline runs are off or every lane is busy (then queue it with `infer`). Blocking: call it in a thread."""
         if not self._inline_when_idle or not self.ready or self.depth:
             return None
         if explain and self._explain is None:
             raise ValueError("this batcher has no explain function")
-        if not self._model_lock.acquire(blocking=False):
+        if not self._lanes.acquire(blocking=False):
             return None
         try:
             enqueued_at = time.monotonic()
             outcome = self._run_model([inputs], explain=explain)
         finally:
-            self._model_lock.release()
+            self._lanes.release()
         if isinstance(outcome, Exception):
             raise outcome
         outputs, heatmaps, started, inference_s = outcome
@@ -273,17 +284,20 @@ class MicroBatcher:
             first = self._queue.get()  # wait for work without holding the model (inline runs may use it)
             if first is None:
                 return
-            # Jobs stay queued (their deadline can still drop them; they count in `depth`) until the model is
+            # Jobs stay queued (their deadline can still drop them; they count in `depth`) until a lane is
             # free for their batch.
             self._holding = 1
-            with self._model_lock:
-                self._holding = 0
+            self._lanes.acquire()
+            self._holding = 0
+            try:
                 batch, stopping = self._collect(first)
                 if batch:
                     self._process(batch)
+            finally:
+                self._lanes.release()
 
     def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
-        """With the model lock held: from `first` (or the next live job), fill the batch until it is full or
+        """Holding a lane: from `first` (or the next live job), fill the batch until it is full or
         the delay passes. Jobs dropped by their request or past their deadline are skipped (and answered) here.
         """
         while not self._take(first):
@@ -318,7 +332,7 @@ class MicroBatcher:
         return outcome == _TAKEN
 
     def _process(self, batch: list[_Job]) -> None:
-        """Run a batch (the model lock is held) and answer each of its jobs."""
+        """Run a batch (holding a lane) and answer each of its jobs."""
         outcome = self._run_model([job.inputs for job in batch], explain=any(job.explain for job in batch))
         if isinstance(outcome, Exception):
             for job in batch:
@@ -332,32 +346,39 @@ class MicroBatcher:
     def _run_model(
         self, inputs: list[np.ndarray], *, explain: bool
     ) -> tuple[np.ndarray, np.ndarray | None, float, float] | BatchError:
-        """One model call on a batch (the caller holds the model lock): (outputs, heatmaps or None, start time,
+        """One model call on a batch (the caller holds a lane): (outputs, heatmaps or None, start time,
         seconds), or the `BatchError` every image of the batch is answered with. Feeds the timing average
         and `on_batch`."""
         started = time.monotonic()
         heatmaps: np.ndarray | None = None
-        self._batches += 1
-        self._running = len(inputs)
+        with self._stats_lock:
+            self._batches += 1
+            predict = self._predict_shared if self._running else self._predict
+            self._running += len(inputs)
+            number = self._batches
         try:
-            if self._batches == self._fail_batch:
-                raise RuntimeError(f"injected fault in batch {self._batches} (SERVE_FAULT_INJECT_BATCH, test only)")
+            if number == self._fail_batch:
+                raise RuntimeError(f"injected fault in batch {number} (SERVE_FAULT_INJECT_BATCH, test only)")
             batch = stack_batch(inputs)
             if self._explain is not None and explain:
                 outputs, heatmaps = self._explain(batch)
             else:
-                outputs = self._predict(batch)
+                outputs = predict(batch)
             if len(outputs) != len(inputs) or (heatmaps is not None and len(heatmaps) != len(inputs)):
                 raise BatchError(f"the model returned {len(outputs)} outputs for {len(inputs)} inputs")
         except Exception as exc:
             logger.exception("a batch of %d images failed", len(inputs))
             return exc if isinstance(exc, BatchError) else BatchError(f"inference failed: {exc}")
         finally:
-            self._running = 0
+            with self._stats_lock:
+                self._running -= len(inputs)
         inference_s = time.monotonic() - started
         per_image = inference_s / len(inputs)
-        previous = self._seconds_per_image
-        self._seconds_per_image = per_image if previous is None else previous + WAIT_SMOOTHING * (per_image - previous)
+        with self._stats_lock:
+            previous = self._seconds_per_image
+            self._seconds_per_image = (
+                per_image if previous is None else previous + WAIT_SMOOTHING * (per_image - previous)
+            )
         if self._on_batch is not None:
             self._on_batch(len(inputs), inference_s)
         return outputs, heatmaps, started, inference_s

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         description="run an image on its decode thread when the model is idle and nothing is queued, instead of "
         "handing it to the batch worker; auto = on for the CPU provider, off on CUDA (where batches pay)",
     )
+    model_concurrency: int = Field(
+        default=0,
+        ge=0,
+        description="model calls at once per model (batches and inline runs); 0 = one per usable core where "
+        "idle images run inline (the CPU: two single-image calls beat one call split over two cores), else 1",
+    )
     queue_limit: int = Field(default=256, ge=1, description="images waiting for the model before 503")
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="largest request body")
     max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb guard")
@@ -96,6 +102,12 @@ class Settings(BaseSettings):
     def inline_when_idle(self, provider: str) -> bool:
         """Whether a model served by this onnxruntime provider runs idle-time images inline (`inline_idle`)."""
         return self.inline_idle == "on" or (self.inline_idle == "auto" and provider != "CUDAExecutionProvider")
+
+    def model_lanes(self, provider: str) -> int:
+        """Model calls at once for a model served by this provider (`model_concurrency`)."""
+        if self.model_concurrency:
+            return self.model_concurrency
+        return usable_cores() if self.inline_when_idle(provider) else 1
 
     @property
     def decode_workers(self) -> int:

@@ -57,6 +57,9 @@ class LoadedModel:
     provider: str
     has_heatmaps: bool = False
     intra_op_threads: int = 0  # what the session runs with (0: onnxruntime's own choice, as on CUDA)
+    # A one-thread session of the same file for calls made while another call runs (auto threads on the CPU
+    # when `session` has several): two one-thread calls on two cores beat two calls that each split over both.
+    shared_session: ort.InferenceSession | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -70,6 +73,13 @@ class LoadedModel:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, C, H, W] -> probabilities [N, L]."""
         (probabilities,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        return np.asarray(probabilities)
+
+    def predict_shared(self, batch: np.ndarray) -> np.ndarray:
+        """`predict` for a call made while another one runs: on the one-thread session when there is one."""
+        if self.shared_session is None:
+            return self.predict(batch)
+        (probabilities,) = self.shared_session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         return np.asarray(probabilities)
 
     def predict_with_heatmaps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,17 +131,24 @@ def load_model(
         )
     has_heatmaps = _check_contract(session, record)
     cores = usable_cores()
+    shared_session = None
     if auto and cores > 1:
         single_ms = _batch1_ms(session, record)
         if single_ms >= SINGLE_THREAD_LIMIT_MS:
             threads = cores
+            shared_session = session
             session = _open_session(path, chosen, threads)
         logger.info(
             "onnxruntime intra-op threads: %d (batch-1 inference on one thread: %.1f ms; limit %.0f ms)",
             threads, single_ms, SINGLE_THREAD_LIMIT_MS,
         )  # fmt: skip
     return LoadedModel(
-        session=session, record=record, provider=chosen, has_heatmaps=has_heatmaps, intra_op_threads=threads
+        session=session,
+        record=record,
+        provider=chosen,
+        has_heatmaps=has_heatmaps,
+        intra_op_threads=threads,
+        shared_session=shared_session,
     )
 
 

@@ -350,6 +350,8 @@ def _serve_one(
         explain=loaded.predict_with_heatmaps if loaded.has_heatmaps else None,
         fail_batch=settings.fault_inject_batch,
         inline_when_idle=settings.inline_when_idle(loaded.provider),
+        concurrency=settings.model_lanes(loaded.provider),
+        predict_shared=loaded.predict_shared,
     )
     return ServedModel(
         model=loaded,

@@ -193,7 +193,11 @@ def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
 def gated_server(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, *, closed: bool = False
 ) -> Iterator[tuple[RunningServer, Gate]]:
-    """A server whose worker passes through a `Gate`; `closed=True` holds it in warm-up."""
+    """A server whose worker passes through a `Gate`; `closed=True` holds it in warm-up.
+
+    One model call at a time unless the settings say otherwise, so a held gate makes the model busy."""
+    if "model_concurrency" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"model_concurrency": 1})
     gate = Gate.install(monkeypatch)
     if closed:
         gate.close()

@@ -183,7 +183,9 @@ def test_not_ready_until_warm_up_and_a_failed_warm_up_is_reported() -> None:
     assert batcher.status == "warm-up failed: no memory"
 
 
-@pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"queue_limit": 0}, {"max_batch_delay_s": -1.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"max_batch_size": 0}, {"queue_limit": 0}, {"max_batch_delay_s": -1.0}, {"concurrency": 0}]
+)
 def test_invalid_limits_are_refused(kwargs: dict[str, float]) -> None:
     limits: dict[str, float] = {"max_batch_size": 1, "max_batch_delay_s": 0.0, "queue_limit": 1, **kwargs}
     with pytest.raises(ValueError, match="got"):
@@ -324,3 +326,57 @@ def test_inline_runs_are_off_unless_asked_for() -> None:
         return await asyncio.to_thread(b.run_inline, image(1.0))
 
     assert run_with(batcher, work) is None
+
+
+def test_two_lanes_run_two_model_calls_at_once_and_no_more() -> None:
+    release = threading.Event()
+    running = 0
+    most = 0
+    count_lock = threading.Lock()
+
+    def counted(batch: np.ndarray) -> np.ndarray:
+        nonlocal running, most
+        with count_lock:
+            running += 1
+            most = max(most, running)
+        release.wait(10)
+        with count_lock:
+            running -= 1
+        return row_sums(batch)
+
+    shared_calls = 0
+
+    def shared(batch: np.ndarray) -> np.ndarray:
+        nonlocal shared_calls
+        shared_calls += 1
+        return counted(batch)
+
+    batcher = MicroBatcher(
+        counted,
+        max_batch_size=1,
+        max_batch_delay_s=0.0,
+        queue_limit=8,
+        inline_when_idle=True,
+        concurrency=2,
+        predict_shared=shared,
+    )
+
+    async def work(b: MicroBatcher) -> list[BatchResult | None]:
+        first = asyncio.ensure_future(asyncio.to_thread(b.run_inline, image(1.0)))
+        while running < 1:
+            await asyncio.sleep(0.001)
+        assert shared_calls == 0  # alone: the main predict function
+        inline = [first, asyncio.ensure_future(asyncio.to_thread(b.run_inline, image(2.0)))]
+        while running < 2:  # both lanes taken by inline runs
+            await asyncio.sleep(0.001)
+        assert b.run_inline(image(3.0)) is None  # no third lane
+        queued = asyncio.ensure_future(b.infer(image(3.0)))
+        await asyncio.sleep(0.05)
+        assert running == 2 and b.depth == 1  # the worker waits for a lane
+        release.set()
+        return [*(await asyncio.gather(*inline)), await queued]
+
+    results = run_with(batcher, work)
+    assert [r.probabilities.tolist() for r in results if r is not None] == [[4.0], [8.0], [12.0]]
+    assert most == 2
+    assert shared_calls >= 1  # the second call, made while the first ran, used the shared function

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 from pydantic import ValidationError
@@ -91,6 +92,11 @@ def test_inline_idle_runs_default_to_the_cpu_only(
     clean_env.setenv("SERVE_INLINE_IDLE", value)
     settings = Settings()
     assert (settings.inline_when_idle(CPU), settings.inline_when_idle(CUDA)) == (on_cpu, on_cuda)
+    # Lanes: one per usable core where images run inline, one where they do not, unless set.
+    assert settings.model_lanes(CPU) == (usable_cores() if on_cpu else 1)
+    assert settings.model_lanes(CUDA) == (usable_cores() if on_cuda else 1)
+    clean_env.setenv("SERVE_MODEL_CONCURRENCY", "3")
+    assert Settings().model_lanes(CUDA) == 3
 
 
 def test_provider_choice() -> None:
@@ -125,10 +131,15 @@ def test_auto_threads_give_a_fast_model_one_thread_and_a_slow_one_every_core(
     cores = usable_cores()
     assert load_model(tiny_model(), provider="cpu").intra_op_threads == 1  # a tiny model: well under the limit
     assert load_model(tiny_model(), provider="cpu", intra_op_threads=3).intra_op_threads == 3  # set: kept
+    assert load_model(tiny_model(), provider="cpu").shared_session is None  # one thread already: nothing to share
     monkeypatch.setattr(service.model, "SINGLE_THREAD_LIMIT_MS", 0.0)  # every model counts as slow
     slow = load_model(tiny_model(), provider="cpu")
     assert slow.intra_op_threads == (cores if cores > 1 else 1)
     slow.warm_up()
+    # A slow model on several cores also keeps a one-thread session for calls made while another runs.
+    assert (slow.shared_session is not None) == (cores > 1)
+    batch = np.random.default_rng(0).random((2, *slow.input_shape), dtype=np.float32)
+    np.testing.assert_allclose(slow.predict_shared(batch), slow.predict(batch), atol=1e-6)
 
 
 def broken_record(**changes: object) -> str:
