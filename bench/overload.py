@@ -112,6 +112,7 @@ class Server:
             self.process.kill()
 
 
+FAILURES: Counter[str] = Counter()  # why requests got no HTTP answer, by exception type
 SERVER_TIMES: list[float] = []  # the service's own timings_ms.total of each 200, in seconds
 
 
@@ -143,8 +144,9 @@ async def post(target: tuple[str, int, bytes], timeout_s: float = 60.0) -> tuple
         status = int(head.split(b" ", 2)[1])
         if status == 200:
             SERVER_TIMES.append(json.loads(body)["results"][0]["timings_ms"]["total"] / 1e3)
-    except (OSError, TimeoutError, ValueError, IndexError, KeyError):
+    except (OSError, TimeoutError, ValueError, IndexError, KeyError) as exc:
         status = -1  # refused, reset, timed out or unreadable: counted, never ignored
+        FAILURES[type(exc).__name__] += 1
     finally:
         if writer is not None:
             writer.close()
@@ -241,6 +243,8 @@ def main() -> int:
     spread = max(abs(r - median_rss) / median_rss for r in steady) if steady else float("nan")
     p99 = percentile(accepted, 0.99) * 1e3
     print(f"responses: {dict(sorted(statuses.items()))} of {len(results)} sent (-1: no HTTP answer)")
+    if FAILURES:
+        print(f"no HTTP answer, by cause: {dict(FAILURES.most_common())}")
     print(
         f"the run took {took:.0f} s for {args.duration_s:.0f} s of arrivals; "
         f"the sender lagged its schedule by {lag * 1e3:.0f} ms at most"

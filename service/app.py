@@ -72,8 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui_router)  # GET / (the web page), its assets, the model card
     install_docs(app, settings)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=settings.max_body_bytes)
-    app.add_middleware(AdmissionMiddleware, admission=admission, on_reject=metrics.reject)  # before any body read
-    install_auth(app, settings, metrics)  # before any body is read
+    app.add_middleware(  # before any body is parsed
+        AdmissionMiddleware, admission=admission, on_reject=metrics.reject, max_body_bytes=settings.max_body_bytes
+    )
+    install_auth(app, settings, metrics)  # before any body is parsed
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # also counts 401s and 413s
     app.add_middleware(RequestContextMiddleware)  # outermost: request id and access log for everything
     return app

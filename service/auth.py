@@ -1,4 +1,4 @@
-"""Optional API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`, checked before any body is read.
+"""Optional API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`, checked before any body is parsed.
 
 Keys come from `SERVE_API_KEYS` (comma-separated) and/or `SERVE_API_KEYS_FILE` (one key per line, `#`
 comments). No keys configured: every route is open. With keys, only the route groups named in
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
 from service.errors import error_response
+from service.limits import discard_body
 from service.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
@@ -98,11 +99,19 @@ def is_open(path: str, groups: Iterable[str]) -> bool:
 class ApiKeyMiddleware:
     """Pure ASGI: refuse requests without a valid key before the app reads a byte of their body."""
 
-    def __init__(self, app: ASGIApp, keys: KeyRing, open_groups: tuple[str, ...], metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: KeyRing,
+        open_groups: tuple[str, ...],
+        metrics: ServiceMetrics,
+        max_body_bytes: int = 20 * 1024 * 1024,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.open_groups = open_groups
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or is_open(scope["path"], self.open_groups):
@@ -119,6 +128,7 @@ class ApiKeyMiddleware:
         else:
             await self.app(scope, receive, send)
             return
+        await discard_body(scope, receive, max_bytes=self.max_body_bytes)  # so the client gets the answer
         await response(scope, receive, send)
 
 
@@ -126,6 +136,12 @@ def install_auth(app: Starlette, settings: Settings, metrics: ServiceMetrics) ->
     """Add `ApiKeyMiddleware` when keys are configured; a bad key file raises `ApiKeyConfigError` here."""
     keys = KeyRing(load_keys(settings.api_keys.get_secret_value(), settings.api_keys_file))
     if keys:
-        app.add_middleware(ApiKeyMiddleware, keys=keys, open_groups=settings.auth_open_routes, metrics=metrics)
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=keys,
+            open_groups=settings.auth_open_routes,
+            metrics=metrics,
+            max_body_bytes=settings.max_body_bytes,
+        )
         logger.info("API keys required (%d configured); open route groups: %s", len(keys), settings.auth_open_routes)
     return keys

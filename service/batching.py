@@ -172,6 +172,11 @@ class MicroBatcher:
         return 0.0 if per_image is None else (self.depth + self._running) * per_image / self._concurrency
 
     @property
+    def seconds_per_image(self) -> float:
+        """Recent model seconds per image (a moving average over batches); 0 before the first one."""
+        return self._seconds_per_image or 0.0
+
+    @property
     def ready(self) -> bool:
         return self._ready.is_set() and self._thread.is_alive() and not self._closed
 

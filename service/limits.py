@@ -1,6 +1,9 @@
-"""Refuse request bodies over the limit before they are read into memory."""
+"""Refuse request bodies over the limit before they are read into memory; drop a body before an early answer."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,3 +67,29 @@ class BodyLimitMiddleware:
             detail = f"the request body limit is {self.limit} bytes and this body is {size}"
             response = error_response(413, "body_too_large", detail, headers={"Connection": "close"})
             await response(scope, receive, send)
+
+
+DISCARD_TIMEOUT_S = 2.0  # longest a refused request's body is read (and dropped) before its answer goes out
+
+
+async def discard_body(scope: Scope, receive: Receive, *, max_bytes: int, timeout_s: float = DISCARD_TIMEOUT_S) -> None:
+    """Read and drop the request body before an early answer (503 overloaded, 401, 403), within bounds.
+
+    A server that answers and closes the connection with body bytes still unread makes the kernel reset
+    it (TCP RST), and a client still sending its body then loses the answer. So the body is read and
+    dropped first, chunk by chunk (memory stays at one chunk), unless it is declared larger than
+    `max_bytes` (the body limit), and for at most `timeout_s`: a slow or stalled sender gets the answer then.
+    """
+    declared = Headers(scope=scope).get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        return
+    read = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            while read <= max_bytes:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                read += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return

@@ -33,7 +33,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import numpy as np
 
 from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, load_model_input
 from medcore.record import VARIANT_FILES, ModelRecord
-from service.batching import BatchObserver, BatchResult, DeadlineExceededError, MicroBatcher
+from service.batching import WAIT_SMOOTHING, BatchObserver, BatchResult, DeadlineExceededError, MicroBatcher
 from service.config import Settings
 from service.errors import ServiceError
 from service.model import CUDA, LoadedModel, ModelLoadError, choose_provider, load_model
@@ -91,6 +91,7 @@ class ServedModel:
     intended_use_gate: bool = True
     is_default: bool = False
     on_decode: Callable[[float], None] | None = None  # seconds spent decoding one image (the metric)
+    recent_decode_s: float = field(default=0.0, init=False)  # moving average of the seconds one decode takes
 
     @property
     def record(self) -> ModelRecord:
@@ -151,8 +152,9 @@ class ServedModel:
         """Decode `data` in the decode pool, then run it: on that thread when the model is idle
         (`MicroBatcher.run_inline`), else in the next batch. The batcher knows an image is on its way meanwhile.
 
-        An image is not decoded at all when its deadline passed while it waited for a decode thread, or
-        when the model's queue is already longer than the time it has left (it would only expire there)."""
+        An image is not decoded at all when its deadline passed while it waited for a decode thread, or when
+        the time it has left is shorter than the model's queue plus its own decode and inference (recent
+        averages): it would only expire in the queue, or be answered after its deadline."""
         if explain and not self.can_explain:
             raise ExplainUnavailableError(f"model {self.name} {self.version} has no heatmaps output to explain with")
         submitted = time.perf_counter()
@@ -162,17 +164,20 @@ class ServedModel:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise DeadlineExceededError("the image waited for a decode thread past its deadline; retry shortly")
-                wait = self.batcher.expected_wait_s()
+                wait = self.batcher.expected_wait_s() + self.recent_decode_s + self.batcher.seconds_per_image
                 if wait > left:
                     raise DeadlineExceededError(
-                        f"the model's queue would hold the image about {wait * 1e3:.0f} ms, past its deadline "
-                        f"({left * 1e3:.0f} ms left); retry shortly"
+                        f"decoding, queueing and running the image would take about {wait * 1e3:.0f} ms, past "
+                        f"its deadline ({left * 1e3:.0f} ms left); retry shortly"
                     )
             started = time.perf_counter()
             inputs = self.decode(data)
             decoded = time.perf_counter()
+            seconds = decoded - started
+            previous = self.recent_decode_s
+            self.recent_decode_s = seconds if not previous else previous + WAIT_SMOOTHING * (seconds - previous)
             if self.on_decode is not None:
-                self.on_decode(decoded - started)
+                self.on_decode(seconds)
             return inputs, decoded - submitted, self.batcher.run_inline(inputs, explain=explain)
 
         # The copied context carries the request id into the decode thread's log lines.

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -173,7 +175,7 @@ def test_explain_without_a_heatmaps_output_is_422(monkeypatch: pytest.MonkeyPatc
     assert response.json()["code"] == "explain_unavailable"
 
 
-def test_admission_refuses_before_the_body_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_admission_refuses_before_the_body_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     require_data()
     settings = Settings(model_path=tiny_model(), max_pending=1, max_batch_size=1, max_batch_delay_ms=0)
     with gated_server(monkeypatch, settings) as (server, gate), server.client() as client:
@@ -192,6 +194,45 @@ def test_admission_refuses_before_the_body_is_read(monkeypatch: pytest.MonkeyPat
             assert sample(after, "serve_preprocess_seconds_count") == sample(before, "serve_preprocess_seconds_count")
             gate.open.set()
             assert held.result().status_code == 200
+
+
+def raw_post(url: str, body: bytes, chunk: int = 64 * 1024) -> bytes:
+    """POST `body` as a raw PNG on a fresh socket with Connection: close; everything the server sent back."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head)
+        for start in range(0, len(body), chunk):  # in pieces, as a client on a real network sends
+            sock.sendall(body[start : start + chunk])
+            time.sleep(0.001)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    return answer
+
+
+def test_a_refused_client_still_sending_its_body_gets_the_503_not_a_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answering before the body is read and closing would make the kernel reset the connection (RST) while
+    the client is still sending, and the client would lose the 503: the body is read and dropped first."""
+    require_data()
+    settings = Settings(model_path=tiny_model(), max_pending=1, max_batch_size=1, max_batch_delay_ms=0)
+    body = np.random.default_rng(0).integers(0, 256, 4 * 1024 * 1024, dtype=np.uint8).tobytes()  # 4 MB
+    with gated_server(monkeypatch, settings) as (server, gate), server.client() as client:
+        gate.close()
+        with ThreadPoolExecutor(1) as pool:
+            held: Future[httpx.Response] = pool.submit(client.post, "/predict", files=files(GOOD.read_bytes()))
+            assert gate.entered.wait(30)
+            for _ in range(3):
+                answer = raw_post(server.url, body)  # raises ConnectionResetError when the server resets
+                head, _, payload = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 503"), head
+                assert json.loads(payload)["code"] == "overloaded"
+            gate.open.set()
+            assert held.result().status_code == 200
+        assert sample(metric_samples(client), "serve_rejections_total", reason="overloaded") == 3
 
 
 def test_work_still_queued_at_its_deadline_gets_503(monkeypatch: pytest.MonkeyPatch) -> None:
