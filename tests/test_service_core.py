@@ -277,7 +277,10 @@ def test_work_that_would_expire_in_the_queue_is_refused_before_it_is_decoded(mon
             before = metric_samples(client)
             refused = client.post("/predict", files=files(data))  # 1 image ahead at >= 0.6 s > its 300 ms
             assert refused.status_code == 503 and refused.json()["code"] == "deadline_exceeded", refused.text
-            assert "queue would hold the image" in refused.json()["detail"] and "Retry-After" in refused.headers
+            assert (
+                "queueing and running the image would take" in refused.json()["detail"]
+                and "Retry-After" in refused.headers
+            )
             after = metric_samples(client)
             decoded = "serve_preprocess_seconds_count"
             assert sample(after, decoded) == sample(before, decoded)  # refused before its decode
