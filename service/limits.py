@@ -79,8 +79,13 @@ async def discard_body(scope: Scope, receive: Receive, *, max_bytes: int, timeou
     it (TCP RST), and a client still sending its body then loses the answer. So the body is read and
     dropped first, chunk by chunk (memory stays at one chunk), unless it is declared larger than
     `max_bytes` (the body limit), and for at most `timeout_s`: a slow or stalled sender gets the answer then.
+    A client that sent `Expect: 100-continue` has sent no body yet: it gets the answer at once, with no
+    `100 Continue` that would invite the body.
     """
-    declared = Headers(scope=scope).get("content-length")
+    headers = Headers(scope=scope)
+    if headers.get("expect", "").lower() == "100-continue":
+        return  # the client waits for a go-ahead before sending the body: nothing is in flight to drop
+    declared = headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         return
     read = 0

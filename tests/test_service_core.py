@@ -196,16 +196,19 @@ def test_admission_refuses_before_the_body_is_decoded(monkeypatch: pytest.Monkey
             assert held.result().status_code == 200
 
 
-def raw_post(url: str, body: bytes, chunk: int = 64 * 1024) -> bytes:
-    """POST `body` as a raw PNG on a fresh socket with Connection: close; everything the server sent back."""
+def raw_post(url: str, body: bytes, chunk: int = 64 * 1024, *, expect_continue: bool = False) -> bytes:
+    """POST `body` as a raw PNG on a fresh socket with Connection: close; everything the server sent back.
+
+    `expect_continue`: send `Expect: 100-continue` and no body (the answer must come without one)."""
     host, port = url.removeprefix("http://").split(":")
+    expect = "Expect: 100-continue\r\n" if expect_continue else ""
     head = (
         f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+        f"{expect}Connection: close\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(head)
-        for start in range(0, len(body), chunk):  # in pieces, as a client on a real network sends
+        for start in range(0, 0 if expect_continue else len(body), chunk):  # in pieces, as on a real network
             sock.sendall(body[start : start + chunk])
             time.sleep(0.001)
         answer = b""
@@ -230,9 +233,12 @@ def test_a_refused_client_still_sending_its_body_gets_the_503_not_a_reset(monkey
                 head, _, payload = answer.partition(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 503"), head
                 assert json.loads(payload)["code"] == "overloaded"
+            # A client waiting for `100 Continue` is answered at once, and is not invited to send the body.
+            answer = raw_post(server.url, body, expect_continue=True)
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:40]  # no "HTTP/1.1 100 Continue" first
             gate.open.set()
             assert held.result().status_code == 200
-        assert sample(metric_samples(client), "serve_rejections_total", reason="overloaded") == 3
+        assert sample(metric_samples(client), "serve_rejections_total", reason="overloaded") == 4
 
 
 def test_work_still_queued_at_its_deadline_gets_503(monkeypatch: pytest.MonkeyPatch) -> None:
