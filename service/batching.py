@@ -47,7 +47,12 @@ logger = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
 Explain = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 BatchObserver = Callable[[int, float], None]
-WAIT_SMOOTHING = 0.2  # weight of the latest batch in the moving average of seconds per image
+WAIT_SMOOTHING = 0.2  # weight of the latest value in the moving averages of seconds per image (and per decode)
+
+
+def moving_average(previous: float | None, latest: float) -> float:
+    """The exponential moving average the timing estimates use: `latest` alone when there is no `previous`."""
+    return latest if not previous else previous + WAIT_SMOOTHING * (latest - previous)
 
 
 class QueueFullError(RuntimeError):
@@ -149,7 +154,7 @@ class MicroBatcher:
         self._stats_lock = threading.Lock()  # the counters below, written by whichever thread runs the model
         self._batches = 0
         self._running = 0  # images in the model calls now running
-        self._holding = 0  # 1 while the worker holds a queued job and waits for the model to be free
+        self._holding = 0  # 1 while the worker holds a queued job and waits for a free lane
         self._seconds_per_image: float | None = None  # moving average over recent batches
         # Unbounded underneath: only the event loop thread enqueues, so checking the depth
         # before putting is race-free, and the stop sentinel (None) can always be put.
@@ -248,15 +253,14 @@ class MicroBatcher:
         if not self._lanes.acquire(blocking=False):
             return None
         try:
-            enqueued_at = time.monotonic()
             outcome = self._run_model([inputs], explain=explain)
         finally:
             self._lanes.release()
         if isinstance(outcome, Exception):
             raise outcome
-        outputs, heatmaps, started, inference_s = outcome
+        outputs, heatmaps, _, inference_s = outcome
         maps = heatmaps[0] if explain and heatmaps is not None else None
-        return BatchResult(outputs[0], 1, started - enqueued_at, inference_s, maps)
+        return BatchResult(outputs[0], 1, 0.0, inference_s, maps)  # never queued
 
     def _enqueue(self, inputs: np.ndarray, deadline: float | None, *, explain: bool) -> _Job:
         if not self.ready:
@@ -380,10 +384,7 @@ class MicroBatcher:
         inference_s = time.monotonic() - started
         per_image = inference_s / len(inputs)
         with self._stats_lock:
-            previous = self._seconds_per_image
-            self._seconds_per_image = (
-                per_image if previous is None else previous + WAIT_SMOOTHING * (per_image - previous)
-            )
+            self._seconds_per_image = moving_average(self._seconds_per_image, per_image)
         if self._on_batch is not None:
             self._on_batch(len(inputs), inference_s)
         return outputs, heatmaps, started, inference_s

@@ -42,7 +42,7 @@ import numpy as np
 
 from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, load_model_input
 from medcore.record import VARIANT_FILES, ModelRecord
-from service.batching import WAIT_SMOOTHING, BatchObserver, BatchResult, DeadlineExceededError, MicroBatcher
+from service.batching import BatchObserver, BatchResult, DeadlineExceededError, MicroBatcher, moving_average
 from service.config import Settings
 from service.errors import ServiceError
 from service.model import CUDA, LoadedModel, ModelLoadError, choose_provider, load_model
@@ -181,8 +181,7 @@ class ServedModel:
             inputs = self.decode(data)
             decoded = time.perf_counter()
             seconds = decoded - started
-            previous = self.recent_decode_s
-            self.recent_decode_s = seconds if not previous else previous + WAIT_SMOOTHING * (seconds - previous)
+            self.recent_decode_s = moving_average(self.recent_decode_s, seconds)
             if self.on_decode is not None:
                 self.on_decode(seconds)
             return inputs, decoded - submitted, self.batcher.run_inline(inputs, explain=explain)
