@@ -93,8 +93,12 @@ def tiny224(seconds: float) -> list[dict]:
         spec = ModelSpec("convnext_tiny", 14, in_channels=1, stem_stride=4)
         labels = tuple(f"label{i}" for i in range(14))
         record = ModelRecord(
-            name="bench-tiny224", version="0", task=Task.MULTILABEL, labels=labels,
-            thresholds=dict.fromkeys(labels, 0.5), provenance=Provenance(architecture="convnext_tiny"),
+            name="bench-tiny224",
+            version="0",
+            task=Task.MULTILABEL,
+            labels=labels,
+            thresholds=dict.fromkeys(labels, 0.5),
+            provenance=Provenance(architecture="convnext_tiny"),
             preprocessing=Preprocessing(height=224, width=224, channels=1, mean=(0.5,), std=(0.25,)),
         )
         checkpoint = Checkpoint(spec, record, build_model(spec).state_dict(), 0, {})
@@ -113,15 +117,30 @@ def tiny224(seconds: float) -> list[dict]:
     rows = []
     for variant, session in sessions.items():
         dp = float(np.max(np.abs(predict(session, inputs.batch[32:]) - reference)))
-        row = {"model": "convnext_tiny 224 (random)", "variant": variant, "MB": len(models[variant]) / 1e6,
-               "dp_test": dp, **{f"img/s b{b}": v for b, v in speed[variant].items()}}
+        row = {
+            "model": "convnext_tiny 224 (random)",
+            "variant": variant,
+            "MB": len(models[variant]) / 1e6,
+            "dp_test": dp,
+            **{f"img/s b{b}": v for b, v in speed[variant].items()},
+        }
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    columns = ["model", "variant", "MB", "img/s b1", "img/s b8", "auroc_val", "auroc_test", "dp_val", "dp_test",
-               "agreement"]
+    columns = [
+        "model",
+        "variant",
+        "MB",
+        "img/s b1",
+        "img/s b8",
+        "auroc_val",
+        "auroc_test",
+        "dp_val",
+        "dp_test",
+        "agreement",
+    ]
     lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
     for row in rows:
         cells = []
@@ -137,8 +156,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=("bundled", "tiny224"), default=["bundled", "tiny224"])
     parser.add_argument("--seconds", type=float, default=4.0, help="measuring time per file and batch size")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f} (other work on the machine shares them), onnxruntime {ort.__version__} CPU")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} (other work on the machine shares them), onnxruntime {ort.__version__} CPU"
+    )
     rows: list[dict] = []
     for name in args.models:
         rows += bundled(args.seconds) if name == "bundled" else tiny224(args.seconds)

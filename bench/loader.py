@@ -90,9 +90,11 @@ def main() -> None:
     sides = [Image.open(f).size for f in files]
     pixels = [w * h for w, h in sides]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"images: {len(files)} Kermany JPEGs, {statistics.median(pixels) / 1e6:.1f} MP median "
-          f"({min(sides, key=lambda s: s[0] * s[1])} to {max(sides, key=lambda s: s[0] * s[1])}), "
-          f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB; model input {args.size}x{args.size}")
+    print(
+        f"images: {len(files)} Kermany JPEGs, {statistics.median(pixels) / 1e6:.1f} MP median "
+        f"({min(sides, key=lambda s: s[0] * s[1])} to {max(sides, key=lambda s: s[0] * s[1])}), "
+        f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB; model input {args.size}x{args.size}"
+    )
     largest = max(files, key=lambda f: f.stat().st_size)
     print(f"one core, full decode of a 2048x2048 JPEG (from {largest.name}): {decode_rate(largest, 2048):.0f}/s")
     rows = []
@@ -107,8 +109,10 @@ def main() -> None:
         for workers in (0, 2):
             dataset = ManifestDataset(split, recipe, cache=cached)  # what training uses with data.cache
             rows.append(("uint8 cache (memmap)", workers, rate(dataset, workers, args.epochs)))
-    print(f"cache build (once, {os.cpu_count()} threads): {build:.1f} s = {len(files) / build:.0f} images/s, "
-          f"{size_mb:.1f} MB on disk")
+    print(
+        f"cache build (once, {os.cpu_count()} threads): {build:.1f} s = {len(files) / build:.0f} images/s, "
+        f"{size_mb:.1f} MB on disk"
+    )
     print(f"\n{'source':36} {'workers':>7} {'samples/s':>10}")
     for name, workers, value in rows:
         print(f"{name:36} {workers:>7} {value:>10.0f}")

@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from http_load import build_post, read_response
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,11 +120,7 @@ SERVER_TIMES: list[float] = []  # the service's own timings_ms.total of each 200
 def raw_request(url: str, image: bytes) -> tuple[str, int, bytes]:
     """(host, port, the whole HTTP/1.1 request) for POST /predict with `image` as a raw body, built once."""
     host, port = url.removeprefix("http://").split(":")
-    head = (
-        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/jpeg\r\n"
-        f"Content-Length: {len(image)}\r\nConnection: close\r\n\r\n"
-    )
-    return host, int(port), head.encode() + image
+    return host, int(port), build_post(host, int(port), "/predict", image, content_type="image/jpeg", keep_alive=False)
 
 
 async def post(target: tuple[str, int, bytes], timeout_s: float = 60.0) -> tuple[int, float]:
@@ -139,12 +136,11 @@ async def post(target: tuple[str, int, bytes], timeout_s: float = 60.0) -> tuple
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(request)
             await writer.drain()
-            answer = await reader.read()
-        head, _, body = answer.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
+            response = await read_response(reader)
+        status = response.status
         if status == 200:
-            SERVER_TIMES.append(json.loads(body)["results"][0]["timings_ms"]["total"] / 1e3)
-    except (OSError, TimeoutError, ValueError, IndexError, KeyError) as exc:
+            SERVER_TIMES.append(json.loads(response.body)["results"][0]["timings_ms"]["total"] / 1e3)
+    except (OSError, TimeoutError, ValueError, IndexError, KeyError, EOFError, asyncio.LimitOverrunError) as exc:
         status = -1  # refused, reset, timed out or unreadable: counted, never ignored
         FAILURES[type(exc).__name__] += 1
     finally:

@@ -32,9 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -44,6 +44,7 @@ import numpy as np
 import onnxruntime as ort
 import uvicorn
 from fastapi import FastAPI, File, UploadFile
+from http_load import Connection, build_post
 from prometheus_client.parser import text_string_to_metric_families
 
 from medcore.imaging import load_model_input
@@ -100,7 +101,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--image", type=Path, help="the image every request sends (default: a 1024x1024 PNG)")
     parser.add_argument("--requests", type=int, default=256, help="requests per system and concurrency")
-    parser.add_argument("--max-seconds", type=float, default=10.0, help="stop a run early after this long")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="stop a row early after this long")
+    parser.add_argument("--rounds", type=int, default=4, help="turns the systems take at each concurrency")
     parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--litserve-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -210,31 +212,34 @@ def bench_image() -> Path:
 # --- systems under test ---
 
 
-def bench_in_process(model: Path, data: bytes, concurrency: int, requests: int, max_s: float) -> Result:
-    loaded = load_model(model, provider="cpu")
+class InProcess:
+    """decode + onnxruntime in this process: N threads each running one image at a time."""
 
-    def one() -> float:
+    def __init__(self, model: Path, data: bytes) -> None:
+        self.loaded = load_model(model, provider="cpu")
+        self.data = data
+        for _ in range(WARMUP_REQUESTS):
+            self.one()
+
+    def one(self) -> float:
         started = time.perf_counter()
-        loaded.predict(load_model_input(data, loaded.record.preprocessing)[None])
+        self.loaded.predict(load_model_input(self.data, self.loaded.record.preprocessing)[None])
         return time.perf_counter() - started
 
-    for _ in range(WARMUP_REQUESTS):
-        one()
-    deadline = time.monotonic() + max_s
-    latencies: list[float] = []
+    def run(self, concurrency: int, requests: int, max_s: float) -> HttpRun:
+        deadline = time.monotonic() + max_s
+        latencies: list[float] = []
 
-    def worker(count: int) -> None:
-        for _ in range(count):
-            if time.monotonic() > deadline:
-                return
-            latencies.append(one())
+        def worker(count: int) -> None:
+            for _ in range(count):
+                if time.monotonic() > deadline:
+                    return
+                latencies.append(self.one())
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(worker, split(requests, concurrency)))
-    wall = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; this whole process
-    return Result("onnxruntime", concurrency, latencies, wall, 0, peak_mb)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(worker, split(requests, concurrency)))
+        return HttpRun(latencies, time.perf_counter() - started, 0, None)
 
 
 @dataclass(frozen=True)
@@ -242,12 +247,13 @@ class HttpRun:
     latencies_s: list[float]
     wall_s: float
     errors: int
-    mean_batch: float | None
+    batches: tuple[float, float] | None  # (images, batches) the service ran meanwhile; None for other servers
 
 
-async def batch_totals(client: httpx.AsyncClient) -> tuple[float, float] | None:
+async def batch_totals(url: str) -> tuple[float, float] | None:
     """(images, batches) so far from the service's batch-size histogram; None for a server without one."""
-    response = await client.get("/metrics")
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.get("/metrics")
     if response.status_code != 200:
         return None
     values = {
@@ -258,39 +264,37 @@ async def batch_totals(client: httpx.AsyncClient) -> tuple[float, float] | None:
     return values.get("serve_batch_size_sum", 0.0), values.get("serve_batch_size_count", 0.0)
 
 
-async def bench_http(url: str, data: bytes, concurrency: int, requests: int, max_s: float) -> HttpRun:
-    """`requests` POSTs from `concurrency` clients, after a few warm-up ones; only 200s count as served."""
+async def bench_http(port: int, request: bytes, concurrency: int, requests: int, max_s: float) -> HttpRun:
+    """`requests` POSTs from `concurrency` keep-alive connections (opened before the clock starts); only 200s
+    count as served. The requests are pre-built bytes on plain asyncio streams (bench/http_load.py)."""
+    url = f"http://127.0.0.1:{port}"
     latencies: list[float] = []
     errors = 0
+    connections = [Connection("127.0.0.1", port) for _ in range(concurrency)]
+    await asyncio.gather(*(connection.open() for connection in connections))
+
+    async def worker(connection: Connection, count: int) -> None:
+        nonlocal errors
+        for _ in range(count):
+            if time.monotonic() > deadline:
+                return
+            started = time.perf_counter()
+            response = await connection.send(request)
+            if response.status == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+    before = await batch_totals(url)
     deadline = time.monotonic() + max_s
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-
-        async def worker(count: int) -> None:
-            nonlocal errors
-            for _ in range(count):
-                if time.monotonic() > deadline:
-                    return
-                started = time.perf_counter()
-                response = await client.post("/predict", files={"file": ("image", data)})
-                if response.status_code == 200:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(worker(WARMUP_REQUESTS // concurrency or 1) for _ in range(concurrency)))
-        latencies.clear()
-        errors = 0
-        before = await batch_totals(client)
-        deadline = time.monotonic() + max_s
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(count) for count in split(requests, concurrency)))
-        wall_s = time.perf_counter() - started
-        after = await batch_totals(client)
-    mean_batch = None
-    if before and after and after[1] > before[1]:
-        mean_batch = (after[0] - before[0]) / (after[1] - before[1])
-    return HttpRun(latencies, wall_s, errors, mean_batch)
+    started = time.perf_counter()
+    counts = split(requests, concurrency)
+    await asyncio.gather(*(worker(connection, count) for connection, count in zip(connections, counts, strict=True)))
+    wall_s = time.perf_counter() - started
+    after = await batch_totals(url)
+    await asyncio.gather(*(connection.close() for connection in connections))
+    batches = (after[0] - before[0], after[1] - before[1]) if before and after else None
+    return HttpRun(latencies, wall_s, errors, batches)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -328,6 +332,7 @@ def server(
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group of `process`, SIGKILL what is left after 15 s."""
     with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGCONT)  # a paused server must run to see its SIGTERM
         os.killpg(process.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(15)
@@ -353,6 +358,21 @@ def wait_ready(
         time.sleep(0.1)
 
 
+def pause(process: subprocess.Popen[bytes]) -> None:
+    """Freeze a server's whole process group (it holds no request then)."""
+    os.killpg(process.pid, signal.SIGSTOP)
+
+
+@contextlib.contextmanager
+def running(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Let a paused server run for the duration of the block."""
+    os.killpg(process.pid, signal.SIGCONT)
+    try:
+        yield
+    finally:
+        pause(process)
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM of a live process: its peak resident memory so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -361,23 +381,29 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def bench_server(
-    name: str,
-    command: list[str],
-    env: dict[str, str],
-    port: int,
-    run: Callable[[str, int], HttpRun],
-    health: str = "/health/ready",
-) -> list[Result]:
-    results = []
-    with server(command, env, port, health) as process:
-        for concurrency in CONCURRENCY:
-            http = run(f"http://127.0.0.1:{port}", concurrency)
-            rss = peak_rss_mb(process.pid)
-            result = Result(name, concurrency, http.latencies_s, http.wall_s, http.errors, rss, http.mean_batch)
-            print(result.row(), flush=True)
-            results.append(result)
-    return results
+@dataclass
+class Cell:
+    """One system at one concurrency, summed over the rounds."""
+
+    latencies_s: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    errors: int = 0
+    images: float = 0.0
+    batches: float = 0.0
+    round_rates: list[float] = field(default_factory=list)  # img/s of each round
+
+    def add(self, run: HttpRun) -> None:
+        self.latencies_s += run.latencies_s
+        self.wall_s += run.wall_s
+        self.errors += run.errors
+        self.round_rates.append(len(run.latencies_s) / run.wall_s)
+        if run.batches is not None:
+            self.images += run.batches[0]
+            self.batches += run.batches[1]
+
+    def result(self, system: str, concurrency: int, peak_rss_mb: float) -> Result:
+        mean_batch = self.images / self.batches if self.batches else None
+        return Result(system, concurrency, self.latencies_s, self.wall_s, self.errors, peak_rss_mb, mean_batch)
 
 
 def machine() -> str:
@@ -402,9 +428,14 @@ def main(args: argparse.Namespace) -> None:
     for what, path in (("image", image), *(("model", m) for m in models)):
         if not path.is_file():
             raise SystemExit(f"{what} {path} does not exist; pass --{what}")
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     print(f"machine: {machine()}")
     for model in models:
         bench_model(model, image, args)
+
+
+SYSTEMS = ("onnxruntime", "plain FastAPI", "LitServe", "service")
 
 
 def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
@@ -413,42 +444,78 @@ def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
     print(
         f"\nmodel: {record.name} {record.version}, input {record.preprocessing.channels}x"
         f"{record.preprocessing.height}x{record.preprocessing.width}, {record.num_outputs} outputs; image: "
-        f"{image.name} ({len(data)} bytes); {args.requests} requests per row (or {args.max_seconds:.0f} s), "
-        f"after {WARMUP_REQUESTS} warm-up requests"
+        f"{image.name} ({len(data)} bytes); {args.requests} requests per row (or {args.max_seconds:.0f} s) in "
+        f"{args.rounds} rounds, the systems taking turns, after {WARMUP_REQUESTS} warm-up requests each"
     )
     print("RSS MB: peak resident memory of the server process (onnxruntime rows: this whole bench process)")
-    print(HEADER)
-    rows: dict[str, list[Result]] = {"onnxruntime": []}
-    for concurrency in CONCURRENCY:
-        result = bench_in_process(model, data, concurrency, args.requests, args.max_seconds)
-        print(result.row(), flush=True)
-        rows["onnxruntime"].append(result)
-
-    def http(url: str, concurrency: int) -> HttpRun:
-        return asyncio.run(bench_http(url, data, concurrency, args.requests, args.max_seconds))
-
     me = [sys.executable, str(Path(__file__).resolve()), "--model", str(model)]
-    port = free_port()
-    rows["plain FastAPI"] = bench_server("plain FastAPI", [*me, "--plain-server", "--port", str(port)], {}, port, http)
-    port = free_port()
-    command = [*me, "--litserve-server", "--port", str(port)]
-    rows["LitServe"] = bench_server("LitServe", command, {}, port, http, health="/health")
-    port = free_port()
-    env = {"SERVE_MODEL_PATH": str(model.resolve()), "SERVE_HOST": "127.0.0.1", "SERVE_PORT": str(port)}
-    env["SERVE_LOG_LEVEL"] = "warning"
-    rows["service"] = bench_server("service", [sys.executable, "-m", "service"], env, port, http)
-    print(verdict(rows))
+    ports = {name: free_port() for name in SYSTEMS[1:]}
+    commands = {
+        "plain FastAPI": ([*me, "--plain-server", "--port", str(ports["plain FastAPI"])], {}, "/health/ready"),
+        "LitServe": ([*me, "--litserve-server", "--port", str(ports["LitServe"])], {}, "/health"),
+        "service": (
+            [sys.executable, "-m", "service"],
+            {
+                "SERVE_MODEL_PATH": str(model.resolve()),
+                "SERVE_HOST": "127.0.0.1",
+                "SERVE_PORT": str(ports["service"]),
+                "SERVE_LOG_LEVEL": "warning",
+            },
+            "/health/ready",
+        ),
+    }
+    requests = {name: build_post("127.0.0.1", port, "/predict", data) for name, port in ports.items()}
+    in_process = InProcess(model, data)
+    with contextlib.ExitStack() as stack:
+        # All servers run for the whole model so that the systems can take turns: each row sums `rounds` short
+        # runs, and a slow spell of the machine falls on all of them. A server not being measured is stopped
+        # (SIGSTOP), as idle is not free for all of them: LitServe's workers poll, 17% of a core here.
+        processes = {
+            name: stack.enter_context(server(command, env, ports[name], health))
+            for name, (command, env, health) in commands.items()
+        }
+        for name, port in ports.items():
+            asyncio.run(bench_http(port, requests[name], 1, WARMUP_REQUESTS, 60))
+            pause(processes[name])
+        print(HEADER)
+        rows: dict[str, list[Result]] = {name: [] for name in SYSTEMS}
+        spreads: dict[int, tuple[float, float]] = {}
+        for concurrency in CONCURRENCY:
+            cells = {name: Cell() for name in SYSTEMS}
+            per_round, seconds = max(1, args.requests // args.rounds), args.max_seconds / args.rounds
+            for _ in range(args.rounds):
+                cells["onnxruntime"].add(in_process.run(concurrency, per_round, seconds))
+                for name, port in ports.items():
+                    with running(processes[name]):
+                        run = asyncio.run(bench_http(port, requests[name], concurrency, per_round, seconds))
+                    cells[name].add(run)
+            for name, cell in cells.items():
+                rss = peak_rss_mb(processes[name].pid) if name in processes else self_peak_rss_mb()
+                rows[name].append(cell.result(name, concurrency, rss))
+                print(rows[name][-1].row(), flush=True)
+            ratios = [
+                mine / plain
+                for mine, plain in zip(cells["service"].round_rates, cells["plain FastAPI"].round_rates, strict=True)
+            ]
+            spreads[concurrency] = (min(ratios), max(ratios))
+    print(verdict(rows, spreads))
 
 
-def verdict(rows: dict[str, list[Result]]) -> str:
-    """The goals: service >= plain img/s and p99 <= plain at every concurrency; >= 95% of in-process at c=8."""
+def self_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; this whole process
+
+
+def verdict(rows: dict[str, list[Result]], spreads: dict[int, tuple[float, float]]) -> str:
+    """The goals: service >= plain img/s and p99 <= plain at every concurrency; >= 95% of in-process at c=8.
+    Each line also gives the range of the per-round service/plain ratios: how much the machine moved."""
     lines = []
     for mine, plain, local in zip(rows["service"], rows["plain FastAPI"], rows["onnxruntime"], strict=True):
         rate, plain_rate, local_rate = (len(r.latencies_s) / r.wall_s for r in (mine, plain, local))
         p99, plain_p99 = (
             float(np.percentile(r.latencies_s, 99)) if r.latencies_s else float("nan") for r in (mine, plain)
         )
-        line = f"c={mine.concurrency}: service/plain img/s {rate / plain_rate:.2f}, "
+        low, high = spreads[mine.concurrency]
+        line = f"c={mine.concurrency}: service/plain img/s {rate / plain_rate:.2f} (rounds {low:.2f}-{high:.2f}), "
         line += f"p99 {p99 * 1e3:.0f} ms (plain {plain_p99 * 1e3:.0f} ms)"
         if mine.concurrency == 8:
             line += f", service/in-process {rate / local_rate:.2f}"

@@ -110,8 +110,10 @@ def main() -> None:
     print(f"{'trainer':<10}{trainer_speed:>10.1f}   {', '.join(f'{r:.1f}' for r in trainer[1:])}")
     print(f"{'bare loop':<10}{bare_speed:>10.1f}   {', '.join(f'{r:.1f}' for r in bare[1:])}")
     ratios = [t / b for t, b in zip(trainer[1:], bare[1:], strict=True)]  # back-to-back pairs: less load noise
-    print(f"trainer / bare: {statistics.median(ratios):.1%} median of the rounds' ratios"
-          f" ({', '.join(f'{r:.0%}' for r in ratios)}); of the medians {trainer_speed / bare_speed:.1%} (goal >= 90%)")
+    print(
+        f"trainer / bare: {statistics.median(ratios):.1%} median of the rounds' ratios"
+        f" ({', '.join(f'{r:.0%}' for r in ratios)}); of the medians {trainer_speed / bare_speed:.1%} (goal >= 90%)"
+    )
 
 
 if __name__ == "__main__":
