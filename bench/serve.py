@@ -1,6 +1,7 @@
 """Benchmark the service against raw onnxruntime, a plain FastAPI server and LitServe, on the same model and image.
 
     .venv/bin/python bench/serve.py [--model M.onnx ...] [--image X.png] [--requests 256] [--max-seconds 10]
+                                    [--rounds 4]
 
 Without --model it runs two models: the bundled one (28x28, 1 label) and a convnext_tiny at 224x224 with
 14 labels (random weights), built with the trainer's model factory, exported by the export library
@@ -14,8 +15,11 @@ Every system does the same work per image: decode + preprocess with medcore.imag
   threadpool (no batching);
 - LitServe: its LitAPI with batching on (max_batch_size 8, batch_timeout 5 ms), default server settings;
 - service: `python -m service` with its default settings (pipelined decode, micro-batching, admission).
-Servers run as subprocesses on free 127.0.0.1 ports and are stopped at the end. The load generator shares
-the machine's cores with the server, as the printed machine line says.
+Servers run as subprocesses on free 127.0.0.1 ports, all at once, and are stopped at the end. At each
+concurrency the systems take `--rounds` turns (a row sums its rounds), so that a slow spell of the machine
+falls on all of them; a server not being measured is paused (SIGSTOP). The load generator is
+bench/http_load.py (pre-built requests on keep-alive asyncio streams); it shares the machine's cores with the
+server, as the printed machine line says.
 """
 
 from __future__ import annotations
