@@ -32,6 +32,7 @@ $(DEV_VENV)/.installed: pyproject.toml
 
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
 
 typecheck: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/mypy

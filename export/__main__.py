@@ -33,9 +33,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     add_arguments(commands.add_parser("evaluate", help="score an ONNX file on dataset splits (torch-free)"))
     for variant in ("quantize", "fp16"):
-        _variant_parser(commands.add_parser(
-            variant, help="static QDQ int8 variant for the CPU" if variant == "quantize" else "fp16 variant for CUDA"
-        ), variant)
+        _variant_parser(
+            commands.add_parser(
+                variant,
+                help="static QDQ int8 variant for the CPU" if variant == "quantize" else "fp16 variant for CUDA",
+            ),
+            variant,
+        )
     from export.card import add_arguments as add_card_arguments
 
     add_card_arguments(commands.add_parser("card", help="write MODEL_CARD.md from the record and metrics"))
@@ -48,8 +52,12 @@ def _onnx_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, help="write MODEL_DIR/<name>/<version>/model.onnx instead")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help=f"largest allowed |p_onnx - p_torch| (default {DEFAULT_TOLERANCE:g})")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"largest allowed |p_onnx - p_torch| (default {DEFAULT_TOLERANCE:g})",
+    )
     _parity_images(parser)
     parser.add_argument("--no-heatmaps", action="store_true", help="omit the 'heatmaps' output")
     parser.add_argument("--name", help="model name to write instead of the checkpoint record's")
@@ -73,16 +81,32 @@ def _variant_parser(parser: argparse.ArgumentParser, variant: str) -> None:
         "--output", type=Path, help="file to write (default: model.int8.onnx / model.fp16.onnx beside it)"
     )
     tolerance = DEFAULT_INT8_TOLERANCE if int8 else DEFAULT_FP16_TOLERANCE
-    parser.add_argument("--tolerance", type=float, default=tolerance,
-                        help=f"largest allowed |p_variant - p_fp32| on the parity inputs (default {tolerance:g})")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=tolerance,
+        help=f"largest allowed |p_variant - p_fp32| on the parity inputs (default {tolerance:g})",
+    )
     agreement = DEFAULT_INT8_AGREEMENT if int8 else DEFAULT_FP16_AGREEMENT
-    parser.add_argument("--min-agreement", type=float, default=agreement,
-                        help=f"least share of validation decisions that must agree with fp32 (default {agreement:g})")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=agreement,
+        help=f"least share of validation decisions that must agree with fp32 (default {agreement:g})",
+    )
     if int8:
-        parser.add_argument("--max-delta-auroc", type=float, default=DEFAULT_MAX_DELTA_AUROC,
-                            help=f"largest allowed |validation AUROC change| (default {DEFAULT_MAX_DELTA_AUROC:g})")
-        parser.add_argument("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES,
-                            help=f"training images to calibrate on (default {DEFAULT_CALIBRATION_SAMPLES})")
+        parser.add_argument(
+            "--max-delta-auroc",
+            type=float,
+            default=DEFAULT_MAX_DELTA_AUROC,
+            help=f"largest allowed |validation AUROC change| (default {DEFAULT_MAX_DELTA_AUROC:g})",
+        )
+        parser.add_argument(
+            "--calibration-samples",
+            type=int,
+            default=DEFAULT_CALIBRATION_SAMPLES,
+            help=f"training images to calibrate on (default {DEFAULT_CALIBRATION_SAMPLES})",
+        )
     parser.add_argument("--speed-seconds", type=float, default=4.0, help="time spent measuring img/s (0: skip)")
     _parity_images(parser)
     parser.add_argument("--report", type=Path, metavar="JSON", help="also write the report as JSON")
@@ -91,7 +115,9 @@ def _variant_parser(parser: argparse.ArgumentParser, variant: str) -> None:
 
 def _parity_images(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--parity-images", nargs="+", metavar="PATH",
+        "--parity-images",
+        nargs="+",
+        metavar="PATH",
         help="image files (PNG/JPEG/TIFF/DICOM), folders, globs, or per-channel files joined by '+' "
         "(default: 8 samples of the model's validation split, read through the trainer's data layer)",
     )
@@ -101,9 +127,17 @@ def run_onnx(args: argparse.Namespace) -> int:
     from export.onnx_export import export_onnx
 
     report = export_onnx(
-        args.checkpoint, args.output, model_dir=args.model_dir, opset=args.opset, parity_images=args.parity_images,
-        tolerance=args.tolerance, name=args.name, version=args.version, exporter=args.exporter,
-        heatmaps=not args.no_heatmaps, force=args.force,
+        args.checkpoint,
+        args.output,
+        model_dir=args.model_dir,
+        opset=args.opset,
+        parity_images=args.parity_images,
+        tolerance=args.tolerance,
+        name=args.name,
+        version=args.version,
+        exporter=args.exporter,
+        heatmaps=not args.no_heatmaps,
+        force=args.force,
     )
     print(report.summary())
     _write_report(args.report, report.to_dict())
@@ -112,15 +146,21 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 def run_variant(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {
-        "parity_images": args.parity_images, "tolerance": args.tolerance, "min_agreement": args.min_agreement,
-        "speed_seconds": args.speed_seconds, "force": args.force,
+        "parity_images": args.parity_images,
+        "tolerance": args.tolerance,
+        "min_agreement": args.min_agreement,
+        "speed_seconds": args.speed_seconds,
+        "force": args.force,
     }
     if args.command == "quantize":
         from export.quantize import quantize_int8
 
         report = quantize_int8(
-            args.model, args.output, max_delta_auroc=args.max_delta_auroc,
-            calibration_samples=args.calibration_samples, **common,
+            args.model,
+            args.output,
+            max_delta_auroc=args.max_delta_auroc,
+            calibration_samples=args.calibration_samples,
+            **common,
         )
     else:
         from export.fp16 import make_fp16
@@ -155,8 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from export.evaluate import run_evaluate
 
     handlers: dict[str, Handler] = {
-        "onnx": run_onnx, "inspect": run_inspect, "evaluate": run_evaluate,
-        "quantize": run_variant, "fp16": run_variant, "card": run_card,
+        "onnx": run_onnx,
+        "inspect": run_inspect,
+        "evaluate": run_evaluate,
+        "quantize": run_variant,
+        "fp16": run_variant,
+        "card": run_card,
     }
     try:
         return handlers[args.command](args)

@@ -70,8 +70,11 @@ def render_card(model: Path, metrics: dict[str, Any] | None, notes: str = "") ->
 def _intended_use(record: ModelRecord) -> str:
     use = record.intended_use
     lines = ["## Intended use", "", use.description or "(the record states no intended use)", ""]
-    for name, values in (("Modalities", use.modalities), ("Body parts", use.body_parts),
-                         ("View positions", use.view_positions)):
+    for name, values in (
+        ("Modalities", use.modalities),
+        ("Body parts", use.body_parts),
+        ("View positions", use.view_positions),
+    ):
         lines.append(f"- {name}: {', '.join(values) if values else 'not restricted'}")
     lines.extend(f"- Out of scope: {item}" for item in use.out_of_scope)
     lines.append("\nDICOM inputs whose tags lie outside the restricted values are refused by the service.")
@@ -81,16 +84,22 @@ def _intended_use(record: ModelRecord) -> str:
 def _model(record: ModelRecord, model: Path) -> str:
     recipe = record.preprocessing
     activation = "softmax" if record.task.value == "multiclass" else "sigmoid"
-    return "\n".join([
-        "## Model", "", "| | |", "|---|---|",
-        f"| Task | {record.task.value}: {', '.join(record.labels)} |",
-        f"| Architecture | {record.provenance.architecture} |",
-        f"| Input | `input` float32 [N, {recipe.channels}, {recipe.height}, {recipe.width}] |",
-        f"| Outputs | `probabilities` [N, {record.num_outputs}] ({activation} in the graph); `heatmaps` "
-        f"[N, {record.num_outputs}, h, w] per-location logit contributions whose mean is the logit |",
-        f"| File | `{model.name}`, {model.stat().st_size / 1e6:.2f} MB, record in metadata `medimaging.model_record` |",
-        f"| Created | {record.provenance.created_at}, code {record.provenance.code_commit} |",
-    ])
+    return "\n".join(
+        [
+            "## Model",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| Task | {record.task.value}: {', '.join(record.labels)} |",
+            f"| Architecture | {record.provenance.architecture} |",
+            f"| Input | `input` float32 [N, {recipe.channels}, {recipe.height}, {recipe.width}] |",
+            f"| Outputs | `probabilities` [N, {record.num_outputs}] ({activation} in the graph); `heatmaps` "
+            f"[N, {record.num_outputs}, h, w] per-location logit contributions whose mean is the logit |",
+            f"| File | `{model.name}`, {model.stat().st_size / 1e6:.2f} MB, "
+            "record in metadata `medimaging.model_record` |",
+            f"| Created | {record.provenance.created_at}, code {record.provenance.code_commit} |",
+        ]
+    )
 
 
 def _data(record: ModelRecord) -> str:
@@ -111,12 +120,15 @@ def _data(record: ModelRecord) -> str:
 def _preprocessing(record: ModelRecord) -> str:
     r = record.preprocessing
     channels = f"channels {list(r.channel_names)}" if r.channel_names else ("grayscale" if r.channels == 1 else "RGB")
-    return "\n".join([
-        "## Preprocessing", "",
-        f"Decode (PNG/JPEG/TIFF/DICOM; DICOM modality/VOI LUT, MONOCHROME1 inverted), {channels}, crop `{r.crop}`, "
-        f"resize to {r.height} x {r.width} ({r.interpolation.value}), scale to [0, 1], standardise with mean "
-        f"{list(r.mean)} and std {list(r.std)}. The service and the trainer run the same code (`medcore.imaging`).",
-    ])
+    return "\n".join(
+        [
+            "## Preprocessing",
+            "",
+            f"Decode (PNG/JPEG/TIFF/DICOM; DICOM modality/VOI LUT, MONOCHROME1 inverted), {channels}, crop `{r.crop}`, "
+            f"resize to {r.height} x {r.width} ({r.interpolation.value}), scale to [0, 1], standardise with mean "
+            f"{list(r.mean)} and std {list(r.std)}. The service and the trainer run the same code (`medcore.imaging`).",
+        ]
+    )
 
 
 def _thresholds(record: ModelRecord) -> str:
@@ -124,24 +136,37 @@ def _thresholds(record: ModelRecord) -> str:
     rule = f"policy `{policy.get('policy')}`" if policy else "no recorded policy"
     rows = [f"| {label} | {t:.4f} |" for label, t in record.thresholds.items()]
     decision = "the most probable label" if record.task.value == "multiclass" else "positive when p >= threshold"
-    return "\n".join([
-        "## Thresholds and policy", "",
-        f"Chosen on the validation split ({rule}); {decision}.", "", "| label | threshold |", "|---|---|", *rows,
-    ])
+    return "\n".join(
+        [
+            "## Thresholds and policy",
+            "",
+            f"Chosen on the validation split ({rule}); {decision}.",
+            "",
+            "| label | threshold |",
+            "|---|---|",
+            *rows,
+        ]
+    )
 
 
 def _metrics(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return "## Metrics\n\nNo metrics file; run `python -m export evaluate`."
     lines = [
-        "## Metrics (measured on the ONNX file, onnxruntime CPU; 95% CI: bootstrap for AUROC, Wilson otherwise)", "",
+        "## Metrics (measured on the ONNX file, onnxruntime CPU; 95% CI: bootstrap for AUROC, Wilson otherwise)",
+        "",
         f"Data: {metrics['data']['kind']} `{metrics['data']['path']}`, same as training data: "
         f"{metrics['data'].get('same_as_training_data')}.",
     ]
     for split, result in metrics["splits"].items():
         for label, m in result["labels"].items():
-            lines += ["", f"**{split}** ({m['n']} images, {m['positives']} positive), label `{label}`:", "",
-                      "| metric | value | 95% CI |", "|---|---|---|"]
+            lines += [
+                "",
+                f"**{split}** ({m['n']} images, {m['positives']} positive), label `{label}`:",
+                "",
+                "| metric | value | 95% CI |",
+                "|---|---|---|",
+            ]
             ci = m.get("ci95") or {}
             for key in METRIC_ROWS:
                 if m.get(key) is not None:
@@ -154,7 +179,8 @@ def _metrics(metrics: dict[str, Any] | None) -> str:
 
 def _variants(model: Path, record: ModelRecord, variants: dict[Variant, ModelRecord]) -> str:
     lines = [
-        "## Variants", "",
+        "## Variants",
+        "",
         "| variant | file | MB | thresholds | decision agreement (val) | max abs dp (val) | AUROC val | AUROC test |",
         "|---|---|---|---|---|---|---|---|",
         f"| fp32 | `{model.name}` | {model.stat().st_size / 1e6:.2f} | {_fmt(record.thresholds)} | reference | | | |",
@@ -171,8 +197,11 @@ def _variants(model: Path, record: ModelRecord, variants: dict[Variant, ModelRec
         )
         speed = parity.get("speed")
         if speed:
-            speeds += [f"- {variant}: batch {b}: fp32 {v['fp32']:.0f} img/s, {variant} {v['variant']:.0f} img/s "
-                       f"({v['variant'] / v['fp32']:.2f}x)" for b, v in speed["img_per_s"].items()]
+            speeds += [
+                f"- {variant}: batch {b}: fp32 {v['fp32']:.0f} img/s, {variant} {v['variant']:.0f} img/s "
+                f"({v['variant'] / v['fp32']:.2f}x)"
+                for b, v in speed["img_per_s"].items()
+            ]
         methods.append(f"- {variant}: {parity.get('method', '')}; gate {json.dumps(parity.get('gate', {}))}.")
     lines += ["", *methods]
     if not variants:

@@ -118,9 +118,7 @@ def predict(session: ort.InferenceSession, dataset: ManifestDataset, batch_size:
     return np.concatenate(outputs).astype(np.float64)
 
 
-def split_metrics(
-    record: ModelRecord, labels: np.ndarray, prob: np.ndarray, reference: Any = None
-) -> dict[str, Any]:
+def split_metrics(record: ModelRecord, labels: np.ndarray, prob: np.ndarray, reference: Any = None) -> dict[str, Any]:
     """Per label: `binary_metrics` at the record's threshold; top-1 accuracy for multiclass; deltas vs record."""
     per_label = {
         label: binary_metrics(labels[:, j], prob[:, j], record.thresholds[label])

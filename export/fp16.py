@@ -49,8 +49,14 @@ def make_fp16(
     """Write model.fp16.onnx beside the fp32 file (or at `out_path`) once it passes its gate and checks."""
     gate = Gate(tolerance=tolerance, min_agreement=min_agreement)
     return make_variant(
-        fp32_path, "fp16", convert_fp16, gate,
-        out_path=out_path, parity_images=parity_images, speed_seconds=speed_seconds, force=force,
+        fp32_path,
+        "fp16",
+        convert_fp16,
+        gate,
+        out_path=out_path,
+        parity_images=parity_images,
+        speed_seconds=speed_seconds,
+        force=force,
     )
 
 

@@ -65,13 +65,15 @@ class ExportReport:
     def summary(self) -> str:
         record, parity = self.record, self.parity
         labels = ", ".join(record.labels)
-        return "\n".join([
-            f"exported {record.name} {record.version} ({record.task.value}: {labels}) -> {self.output}",
-            f"  opset {self.opset} ({self.exporter} exporter), {self.file_size / 1e6:.2f} MB, {self.seconds:.1f} s",
-            f"  checks: onnx.checker (full), contract input/probabilities{'/heatmaps' if self.heatmaps else ''}, "
-            "record round-trip: passed",
-            f"  parity vs PyTorch on {self.parity_source}: {parity.line()}: passed",
-        ])
+        return "\n".join(
+            [
+                f"exported {record.name} {record.version} ({record.task.value}: {labels}) -> {self.output}",
+                f"  opset {self.opset} ({self.exporter} exporter), {self.file_size / 1e6:.2f} MB, {self.seconds:.1f} s",
+                f"  checks: onnx.checker (full), contract input/probabilities{'/heatmaps' if self.heatmaps else ''}, "
+                "record round-trip: passed",
+                f"  parity vs PyTorch on {self.parity_source}: {parity.line()}: passed",
+            ]
+        )
 
 
 def export_onnx(
@@ -191,9 +193,7 @@ def _check_spec(checkpoint: Checkpoint, record: ModelRecord) -> None:
     if trained and trained != spec.arch:
         raise ExportError(f"the checkpoint's network is {spec.arch}, its record says it was trained as {trained}")
     if spec.num_outputs != record.num_outputs:
-        raise ExportError(
-            f"the network has {spec.num_outputs} outputs, the record names {record.num_outputs} labels"
-        )
+        raise ExportError(f"the network has {spec.num_outputs} outputs, the record names {record.num_outputs} labels")
     if spec.in_channels != recipe.channels:
         raise ExportError(
             f"the network takes {spec.in_channels} channels, the record's preprocessing gives {recipe.channels}"

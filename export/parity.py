@@ -117,8 +117,10 @@ def _gate(report: ParityReport, against: str, n: int, heatmap_tolerance: float |
             f"the heatmaps' means give probabilities up to {report.heatmap_consistency:.3g} away from the "
             f"graph's own; tolerance is {report.tolerance:g}"
         )
-    if heatmap_tolerance is not None and report.heatmap_diff is not None and not report.heatmap_diff <= (
-        heatmap_tolerance
+    if (
+        heatmap_tolerance is not None
+        and report.heatmap_diff is not None
+        and not report.heatmap_diff <= (heatmap_tolerance)
     ):
         raise ParityError(
             f"onnxruntime and {against} heatmaps differ by up to {report.heatmap_diff:.3g} (relative); "

@@ -46,8 +46,12 @@ def int8_builder(calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES):  # typ
         how = {
             "method": "static QDQ int8, per-channel weights, min-max calibration (onnxruntime.quantization)",
             "quantized_ops": list(QUANTIZED_OPS),
-            "calibration": {"split": "train", "samples": len(calibration), "seed": CALIBRATION_SEED,
-                            "source": calibration.source},
+            "calibration": {
+                "split": "train",
+                "samples": len(calibration),
+                "seed": CALIBRATION_SEED,
+                "source": calibration.source,
+            },
         }
         return model, how
 
@@ -72,9 +76,13 @@ def quantize_static_qdq(fp32_path: Path, calibration: np.ndarray) -> onnx.ModelP
         try:
             quant_pre_process(str(fp32_path), str(prepared))
             quantize_static(
-                str(prepared), str(target), Reader(),
-                quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                str(prepared),
+                str(target),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 nodes_to_exclude=depthwise_convs(onnx.load(str(prepared))),
             )
@@ -110,8 +118,14 @@ def quantize_int8(
         raise ValueError(f"calibration_samples must be >= 1, got {calibration_samples}")
     gate = Gate(tolerance, min_agreement, max_delta_auroc, rechoose_thresholds=True)
     return make_variant(
-        fp32_path, "int8", int8_builder(calibration_samples), gate,
-        out_path=out_path, parity_images=parity_images, speed_seconds=speed_seconds, force=force,
+        fp32_path,
+        "int8",
+        int8_builder(calibration_samples),
+        gate,
+        out_path=out_path,
+        parity_images=parity_images,
+        speed_seconds=speed_seconds,
+        force=force,
     )
 
 

@@ -135,14 +135,17 @@ def make_variant(
 
     def verify(path: Path) -> ParityReport:
         return verify_file(
-            path, variant_record, reference, inputs, tolerance=gate.tolerance, against="fp32 ONNX",
+            path,
+            variant_record,
+            reference,
+            inputs,
+            tolerance=gate.tolerance,
+            against="fp32 ONNX",
             heatmap_tolerance=None,
         )
 
     report = write_checked(out, proto.SerializeToString(), verify)
-    return VariantReport(
-        variant, out, out.stat().st_size, fp32_path.stat().st_size, variant_record, report, figures
-    )
+    return VariantReport(variant, out, out.stat().st_size, fp32_path.stat().st_size, variant_record, report, figures)
 
 
 def gate_on_validation(
@@ -169,8 +172,12 @@ def gate_on_validation(
             figures.update(
                 decision_agreement=agreement,
                 max_abs_diff=float(np.max(np.abs(pv - p32))),
-                gate={"split": "val", "n": len(inputs), "min_agreement": gate.min_agreement,
-                      "max_delta_auroc": gate.max_delta_auroc},
+                gate={
+                    "split": "val",
+                    "n": len(inputs),
+                    "min_agreement": gate.min_agreement,
+                    "max_delta_auroc": gate.max_delta_auroc,
+                },
                 thresholds_fp32=dict(record.thresholds),
             )
         figures["auroc"][split] = {}
@@ -215,8 +222,12 @@ def _rechoose(record: ModelRecord, labels: np.ndarray, prob: np.ndarray) -> dict
     if not isinstance(policy, dict) or "policy" not in policy:
         return dict(record.thresholds)  # no recorded rule to reuse: keep fp32's thresholds
     return choose_thresholds(
-        record.task is Task.MULTICLASS, labels, prob, record.labels,
-        str(policy["policy"]), float(policy.get("value", 0.5)),
+        record.task is Task.MULTICLASS,
+        labels,
+        prob,
+        record.labels,
+        str(policy["policy"]),
+        float(policy.get("value", 0.5)),
     )
 
 

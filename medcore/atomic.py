@@ -18,9 +18,7 @@ from typing import BinaryIO, TypeVar
 T = TypeVar("T")
 
 
-def atomic_write(
-    path: Path, write: Callable[[BinaryIO], object], check: Callable[[Path], T] | None = None
-) -> T | None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], check: Callable[[Path], T] | None = None) -> T | None:
     """Call `write(file)` on a temporary file beside `path`, fsync it, run `check(temp)`, rename it into place.
 
     Any failure, in writing or in `check`, removes the temporary file and leaves `path` untouched.

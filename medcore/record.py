@@ -187,8 +187,7 @@ class ModelRecord(_Strict):
             raise RecordError("model record field 'schema_version' is missing")
         if version != RECORD_SCHEMA_VERSION:
             raise RecordError(
-                f"model record field 'schema_version' is {version!r}; "
-                f"this code reads version {RECORD_SCHEMA_VERSION}"
+                f"model record field 'schema_version' is {version!r}; this code reads version {RECORD_SCHEMA_VERSION}"
             )
         try:
             return cls.model_validate(data)

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.slow
 def run_export(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "export", *map(str, args)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -68,8 +72,19 @@ def test_evaluate_and_inspect_run_without_torch(tmp_path: Path) -> None:
     """The bundled model scored through the trainer's data layer with torch made unimportable."""
     model = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.onnx"
     out = tmp_path / "metrics.json"
-    command = [sys.executable, "-c", BLOCK_TORCH, "evaluate", str(model), "--split", "val", "--limit", "64",
-               "--out", str(out)]
+    command = [
+        sys.executable,
+        "-c",
+        BLOCK_TORCH,
+        "evaluate",
+        str(model),
+        "--split",
+        "val",
+        "--limit",
+        "64",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(out.read_text())
@@ -77,8 +92,14 @@ def test_evaluate_and_inspect_run_without_torch(tmp_path: Path) -> None:
     assert label["n"] == 64 and label["auroc"] > 0.9
     low, high = label["ci95"]["auroc"]
     assert low <= label["auroc"] <= high
-    inspect = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "inspect", str(model)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120, check=False)
+    inspect = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "inspect", str(model)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert inspect.returncode == 0, inspect.stderr
     assert "output heatmaps: tensor(float) ['batch', 1, 3, 3]" in inspect.stdout
     assert "variant fp32" in inspect.stdout

@@ -55,9 +55,24 @@ def test_cli_writes_metrics_json(exported: tuple[Checkpoint, Path], tmp_path: Pa
     _, model_path = exported
     out = tmp_path / "metrics.json"
     result = subprocess.run(
-        [sys.executable, "-m", "export.evaluate", str(model_path), "--split", "val", "test",
-         "--limit", "100", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "export.evaluate",
+            str(model_path),
+            "--split",
+            "val",
+            "test",
+            "--limit",
+            "100",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(out.read_text())

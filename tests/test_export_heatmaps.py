@@ -29,9 +29,14 @@ def _perturbed(arch: str, outputs: int, seed: int) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize(("arch", "task", "outputs"), [
-    ("convnext_atto", Task.MULTILABEL, 3), ("convnext_atto", Task.MULTICLASS, 3), ("resnet50", Task.BINARY, 1),
-])
+@pytest.mark.parametrize(
+    ("arch", "task", "outputs"),
+    [
+        ("convnext_atto", Task.MULTILABEL, 3),
+        ("convnext_atto", Task.MULTICLASS, 3),
+        ("resnet50", Task.BINARY, 1),
+    ],
+)
 def test_contributions_average_to_the_logit(arch: str, task: Task, outputs: int) -> None:
     model = _perturbed(arch, outputs, seed=3)
     explained = ExplainedModel(model, task).eval()
@@ -76,8 +81,11 @@ def _planted(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tens
 def test_map_peaks_on_the_planted_bright_region() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    blocks = [tv_convnext.CNBlockConfig(16, 32, 1), tv_convnext.CNBlockConfig(32, 64, 1),
-              tv_convnext.CNBlockConfig(64, None, 1)]
+    blocks = [
+        tv_convnext.CNBlockConfig(16, 32, 1),
+        tv_convnext.CNBlockConfig(32, 64, 1),
+        tv_convnext.CNBlockConfig(64, None, 1),
+    ]
     model = tv_convnext.ConvNeXt(blocks, stochastic_depth_prob=0.0, num_classes=1)
     model.features[0][0] = nn.Conv2d(1, 16, kernel_size=4, stride=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

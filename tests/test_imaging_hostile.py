@@ -279,9 +279,7 @@ def test_multi_frame_rle_sample_gives_its_first_frame() -> None:
     assert np.array_equal(decoded, scale_to_uint8(first))
 
 
-@pytest.mark.parametrize(
-    "path", sorted((DATA / DICOM).glob("*.dcm")), ids=lambda p: p.name[:24]
-)
+@pytest.mark.parametrize("path", sorted((DATA / DICOM).glob("*.dcm")), ids=lambda p: p.name[:24])
 def test_every_real_dicom_decodes(path: Path) -> None:
     image = decode_image(path.read_bytes())
     dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True)

@@ -74,8 +74,7 @@ def label_weights(labels: np.ndarray, label_names: Sequence[str], task: Task) ->
             for name, c in counts.items()
         }
     return {
-        name: (c["negative"] / c["positive"] if c["positive"] and c["negative"] else None)
-        for name, c in counts.items()
+        name: (c["negative"] / c["positive"] if c["positive"] and c["negative"] else None) for name, c in counts.items()
     }
 
 

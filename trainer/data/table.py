@@ -27,8 +27,7 @@ def read_table(path: Path, required: Sequence[str] = ()) -> list[dict[str, str]]
                     f"{', '.join(repr(c) for c in missing)}; its columns are {found}"
                 )
             rows = [
-                {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
-                for row in reader
+                {key.strip(): (value or "").strip() for key, value in row.items() if key is not None} for row in reader
             ]
     except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
         raise DataError(f"cannot read label file {path}: {exc}") from None
