@@ -500,8 +500,9 @@ def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
             ratios = [
                 mine / plain
                 for mine, plain in zip(cells["service"].round_rates, cells["plain FastAPI"].round_rates, strict=True)
+                if plain > 0  # a round in which plain served nothing has no ratio
             ]
-            spreads[concurrency] = (min(ratios), max(ratios))
+            spreads[concurrency] = (min(ratios), max(ratios)) if ratios else (float("nan"), float("nan"))
     print(verdict(rows, spreads))
 
 
