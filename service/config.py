@@ -79,7 +79,13 @@ class Settings(BaseSettings):
     limit_concurrency: int | None = Field(
         default=512, ge=1, description="uvicorn: connections + tasks at once before it answers 503"
     )
-    timeout_keep_alive_s: int = Field(default=5, ge=1, description="uvicorn: close idle keep-alive connections after")
+    timeout_keep_alive_s: int = Field(
+        default=90,
+        ge=1,
+        description="uvicorn: close idle keep-alive connections after this many seconds; above the idle expiry of "
+        "client pools and load balancers (httpx 5 s, cloud LBs 60 s, nginx 75 s), so the client closes an idle "
+        "connection first and never sends on one the server is closing (a reset, no answer)",
+    )
     max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="uvicorn (h11_max_incomplete_event_size): largest request head"
     )
