@@ -100,6 +100,9 @@ def test_bundled_config_is_valid() -> None:
         28,
         "center_square",
     )
+    # The example config trains under its own name: its export lands beside the bundled model, never on it.
+    bundled = Path(__file__).resolve().parents[1] / "models"
+    assert not (bundled / config.name / config.version).exists(), f"{config.name} {config.version} is shipped"
 
 
 def test_config_data_and_help_never_import_torch() -> None:
