@@ -28,7 +28,7 @@ METRIC_ROWS = ("auroc", "accuracy", "sensitivity", "specificity", "f1", "average
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="the fp32 ONNX file (model.onnx); variants beside it are found")
     parser.add_argument("--metrics", type=Path, help=f"metrics JSON (default: {METRICS_FILE} beside the model)")
-    parser.add_argument("--notes", type=Path, help="markdown appended as further sections")
+    parser.add_argument("--notes", type=Path, help="optional markdown appended as further sections")
     parser.add_argument("--out", type=Path, help=f"card to write (default: {CARD_FILE} beside the model)")
     parser.add_argument("--force", action="store_true", help="replace an existing card")
 
@@ -39,6 +39,8 @@ def run_card(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
     metrics_path = args.metrics or args.model.with_name(METRICS_FILE)
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    if args.notes is not None and not args.notes.is_file():
+        raise ValueError(f"notes file {args.notes} does not exist (notes are optional: leave out --notes)")
     notes = args.notes.read_text() if args.notes else ""
     text = render_card(args.model, metrics, notes)
     write_checked(out, text.encode(), lambda path: None)
