@@ -151,3 +151,15 @@ def test_a_connection_idle_for_6_s_is_still_answered() -> None:
             assert exchange(connection, request).startswith(b"HTTP/1.1 200")
             time.sleep(6)
             assert exchange(connection, request).startswith(b"HTTP/1.1 200")
+
+
+def test_a_busy_port_ends_in_one_line_naming_serve_port() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run(env={"SERVE_PORT": str(port), "SERVE_MODEL_PATH": str(tiny_model())})
+    assert result.returncode != 0
+    assert "Errno 98" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"port {port} on 127.0.0.1 is already in use") and "SERVE_PORT=" in line, line
