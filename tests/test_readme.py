@@ -77,3 +77,25 @@ def test_the_training_environment_has_its_own_make_target() -> None:
 
 def test_the_quick_start_says_how_to_change_the_port() -> None:
     assert "SERVE_PORT=8080 make serve" in section("## Quick start")
+
+
+def test_the_open_inference_example_runs_and_leaves_no_file_behind(tmp_path: Path) -> None:
+    oip = section("### Open Inference Protocol v2 (KServe, Triton clients)")
+    (script,) = [block for block in blocks(oip, "bash") if "/infer" in block]
+    assert ">" not in script.replace("->", ""), "the example writes a file into the working directory"
+    with running_server(Settings()) as server:
+        command = script.replace("localhost:8000", server.url.removeprefix("http://"))
+        before = sorted(REPO.iterdir())
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    (output,) = answer["outputs"]
+    assert output["name"] == "probabilities" and output["shape"] == [1, 1]
+    assert sorted(REPO.iterdir()) == before
