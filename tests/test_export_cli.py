@@ -104,6 +104,9 @@ def test_evaluate_and_inspect_run_without_torch(tmp_path: Path) -> None:
     assert inspect.returncode == 0, inspect.stderr
     assert "output heatmaps: tensor(float) ['batch', 1, 3, 3]" in inspect.stdout
     assert "variant fp32" in inspect.stdout
+    # The kept epoch counted from 1, as report.md counts it (the record stores it from 0).
+    kept = read_record(model).provenance.metrics["epoch"] + 1
+    assert f"  best epoch {kept} of 15 (counted from 1, as in report.md" in inspect.stdout
 
 
 BUNDLED = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.onnx"
