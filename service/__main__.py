@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     from service.auth import ApiKeyConfigError
     from service.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    # --check says one line on stdout; its log (stderr) keeps only warnings unless SERVE_LOG_LEVEL asks for more.
+    quiet = args.check and "log_level" not in settings.model_fields_set
+    configure_logging("warning" if quiet else settings.log_level, settings.log_format)
     if args.check:
         ok, reason = asyncio.run(check(settings))
         print(reason)

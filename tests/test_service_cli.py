@@ -53,6 +53,10 @@ def test_check_loads_warms_up_and_says_ok() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [result.stdout.strip()]
     assert result.stdout.startswith("ok: ") and "tiny-test" in result.stdout and "warmed up" in result.stdout
+    levels = [json.loads(line)["level"] for line in result.stderr.splitlines()]
+    assert set(levels) <= {"warning", "error"}, result.stderr  # no info lines around the answer
+    verbose = run("--check", env={"SERVE_MODEL_PATH": str(tiny_model()), "SERVE_LOG_LEVEL": "info"})
+    assert verbose.stdout == result.stdout and '"level": "info"' in verbose.stderr  # asked for: logged, on stderr
 
 
 def test_check_fails_with_one_line_reason(tmp_path: Path) -> None:
