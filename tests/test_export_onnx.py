@@ -176,6 +176,6 @@ def test_a_model_the_repository_ships_is_never_replaced(binary: tuple[Checkpoint
     _, report = binary
     assert git_tracks(BUNDLED_MODEL) and not git_tracks(report.output)
     before = BUNDLED_MODEL.read_bytes()
-    with pytest.raises(FileExistsError, match="git tracks it.*--name or --version"):
+    with pytest.raises(FileExistsError, match=r"git tracks it.*--name or --version"):
         export_onnx(report.output.with_name("model.pt"), BUNDLED_MODEL, force=True)
     assert BUNDLED_MODEL.read_bytes() == before
