@@ -16,6 +16,7 @@ from typing import Any
 from export.atomic import write_checked
 from export.evaluation import read_record_any
 from export.layout import CARD_FILE, METRICS_FILE, variant_path
+from medcore.caveats import training_caveats
 from medcore.record import ModelRecord, Variant
 
 NOT_A_DEVICE = (
@@ -54,6 +55,7 @@ def render_card(model: Path, metrics: dict[str, Any] | None, notes: str = "") ->
     variants = {v: read_record_any(p) for v in names if (p := variant_path(model, v)).is_file()}
     sections = [
         f"# Model card: {record.name} {record.version}\n\n{NOT_A_DEVICE}",
+        "\n".join(f"> **Caution.** {caveat}" for caveat in training_caveats(record)),
         _intended_use(record),
         _model(record, model),
         _data(record),

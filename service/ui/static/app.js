@@ -172,6 +172,13 @@
     const description = use.description || "Not stated in the model record; read the model card.";
     $("model-use").textContent = scope ? `${description} (${scope})` : description;
     $("model-out-of-scope").textContent = (use.out_of_scope || []).join("; ") || "Not stated in the model record.";
+    const caveats = model.caveats || [];
+    $("model-caveats-list").replaceChildren(...caveats.map((text) => {
+      const item = document.createElement("li");
+      item.textContent = text;
+      return item;
+    }));
+    $("model-caveats").hidden = caveats.length === 0;
     const link = $("card-link");
     link.href = `${modelPath(model)}/card`;
     link.textContent = `Read the model card of ${model.name} ${model.version}`;
