@@ -378,11 +378,33 @@ def running(process: subprocess.Popen[bytes]) -> Iterator[None]:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM of a live process: its peak resident memory so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """A server's peak resident memory: VmHWM summed over every process of its group (it leads one), so
+    LitServe's inference workers count as well as its parent. Each process's own peak: an upper bound when
+    their peaks fall at different moments."""
+    total_kib = 0
+    for member in process_group(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:  # exited meanwhile
+            continue
+        total_kib += next((int(line.split()[1]) for line in lines if line.startswith("VmHWM:")), 0)
+    return total_kib / 1024 if total_kib else float("nan")
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live processes whose process group is `pgid` (field 5 of /proc/<pid>/stat)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        if int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
 
 
 @dataclass
@@ -451,7 +473,10 @@ def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
         f"{image.name} ({len(data)} bytes); {args.requests} requests per row (or {args.max_seconds:.0f} s) in "
         f"{args.rounds} rounds, the systems taking turns, after {WARMUP_REQUESTS} warm-up requests each"
     )
-    print("RSS MB: peak resident memory of the server process (onnxruntime rows: this whole bench process)")
+    print(
+        "RSS MB: peak resident memory of the server's processes, its workers included (sum of each one's peak; "
+        "onnxruntime rows: this whole bench process)"
+    )
     me = [sys.executable, str(Path(__file__).resolve()), "--model", str(model)]
     ports = {name: free_port() for name in SYSTEMS[1:]}
     commands = {
