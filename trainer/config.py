@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import ValidationError
 
-from medcore.record import MAX_CHANNELS, Interpolation
+from medcore.record import MAX_CHANNELS, IntendedUse, Interpolation
 from trainer.architectures import ARCHITECTURES
 from trainer.thresholds import THRESHOLD_POLICIES
 
@@ -238,6 +239,34 @@ class ReportConfig:
 
 
 @dataclass
+class IntendedUseConfig:
+    """What the model is for, written into its record (medcore.record.IntendedUse) and its card.
+
+    The three DICOM restrictions are lists of codes (`[CR, DX]`, or `CR,DX` from `--set`); null means
+    "not restricted". The service refuses a DICOM outside them, or lacking a restricted tag, with 422
+    `outside_intended_use`.
+    """
+
+    description: str = ""
+    out_of_scope: tuple[str, ...] = ()
+    modalities: tuple[str, ...] | None = None  # DICOM Modality (0008,0060), e.g. CR, DX
+    body_parts: tuple[str, ...] | None = None  # BodyPartExamined (0018,0015), e.g. CHEST
+    view_positions: tuple[str, ...] | None = None  # ViewPosition (0018,5101), e.g. PA, AP
+
+    def __post_init__(self) -> None:
+        try:
+            use = IntendedUse(**asdict(self))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"intended_use.{first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
+        for name in ("modalities", "body_parts", "view_positions"):
+            setattr(self, name, getattr(use, name))  # normalised: split on commas, upper-case
+
+    def to_record(self) -> IntendedUse:
+        return IntendedUse(**asdict(self))
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs."""
 
@@ -250,6 +279,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    intended_use: IntendedUseConfig = field(default_factory=IntendedUseConfig)
     epochs: int = 10
     batch_size: int = 64
     device: str = "auto"
@@ -279,13 +309,37 @@ class TrainConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict (YAML is a superset of JSON)."""
+    """Read a YAML or JSON config file into a dict (YAML is a superset of JSON).
+
+    `intended_use: FILE.yaml` (a string) reads that section from FILE, relative to this file's folder."""
     path = Path(path)
+    data = _read_mapping(path, "config file")
+    if isinstance(data.get("intended_use"), str):
+        data["intended_use"] = load_intended_use(path.parent / data["intended_use"])
+    return data
+
+
+def load_intended_use(path: str | Path) -> dict[str, Any]:
+    """An intended-use section from a YAML/JSON file: its keys at the top level, or under `intended_use:`
+    (so a training config can be given too). Checked here, so a bad key or code fails naming the file."""
+    path = Path(path)
+    data = _read_mapping(path, "intended-use file")
+    section = data.get("intended_use", data)
+    if not isinstance(section, Mapping):
+        raise ValueError(f"intended-use file {path}: 'intended_use' must be a mapping, got {section!r}")
+    try:
+        _from_dict(IntendedUseConfig, section, "intended_use.")
+    except ValueError as exc:
+        raise ValueError(f"intended-use file {path}: {exc}") from None
+    return dict(section)
+
+
+def _read_mapping(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+        raise ValueError(f"{what} {path} must hold a mapping at the top level, got {type(data).__name__}")
     return data
 
 

@@ -222,7 +222,7 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
     }
     settings = ReportSettings.from_config(run.config)
     metrics = write_report(run.output_dir, predictions, task, labels, thresholds, extra, settings)
-    final = {"epoch": best.epoch, "val": metrics["val"], "test": metrics["test"]}
+    final = {"epoch": best.epoch, "val": metrics["val"], "test": metrics["test"], "calibration": _ece(metrics)}
     provenance = best.record.provenance.model_copy(update={"metrics": final})
     save_checkpoint(replace(best, record=best.record.model_copy(update={"provenance": provenance})), best_path)
     test = metrics["test"]
@@ -237,6 +237,17 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
         score, accuracy = _number(primary_score(task, test)), _number(headline_accuracy(test))
         logger.info("test  %s %.4f  accuracy %.4f  (best epoch %d)", name, score, accuracy, best.epoch + 1)
     return metrics
+
+
+def _ece(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the record keeps of calibration: ECE per split after (and, with temperature scaling, before) it."""
+    calibration = metrics.get("calibration", {})
+    return {
+        "temperature": calibration.get("temperature"),
+        "bins": next((calibration[s]["bins"] for s in ("val", "test") if s in calibration), None),
+        "ece": {s: calibration[s]["ece"] for s in ("val", "test") if s in calibration},
+        "ece_before_temperature": dict(calibration.get("before_temperature", {})),
+    }
 
 
 def _number(value: float | None) -> float:
