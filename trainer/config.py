@@ -152,7 +152,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     arch: str = "convnext_atto"
-    stem_stride: int = 4
+    stem_stride: int | None = None  # None: chosen from the input size (trainer.checks.choose_stem_stride)
     drop_path: float = 0.1
     weights: str | None = None  # a local state dict to start from (never downloaded)
     freeze_backbone: bool = False  # train only the head (linear probe / the microscopy study's recipe)
@@ -163,7 +163,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"Invalid architecture {self.arch!r}. Only {', '.join(ARCHITECTURES)} are supported.")
-        _choice("model.stem_stride", self.stem_stride, (1, 2, 4))
+        if self.stem_stride is not None:  # unset: chosen from the input size when the data is read
+            _choice("model.stem_stride", self.stem_stride, (1, 2, 4))
         _within("model.drop_path", self.drop_path, 0.0, 0.99)
         _choice("model.head", self.head, HEADS)
         _within("model.head_hidden", self.head_hidden, 1, 65536)
