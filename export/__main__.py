@@ -102,13 +102,13 @@ def _variant_parser(parser: argparse.ArgumentParser, variant: str) -> None:
         default=agreement,
         help=f"least share of validation decisions that must agree with fp32 (default {agreement:g})",
     )
+    parser.add_argument(
+        "--max-delta-auroc",
+        type=float,
+        default=DEFAULT_MAX_DELTA_AUROC,
+        help=f"largest allowed |validation AUROC change| per label (default {DEFAULT_MAX_DELTA_AUROC:g})",
+    )
     if int8:
-        parser.add_argument(
-            "--max-delta-auroc",
-            type=float,
-            default=DEFAULT_MAX_DELTA_AUROC,
-            help=f"largest allowed |validation AUROC change| (default {DEFAULT_MAX_DELTA_AUROC:g})",
-        )
         parser.add_argument(
             "--calibration-samples",
             type=int,
@@ -159,6 +159,7 @@ def run_variant(args: argparse.Namespace) -> int:
         "parity_images": args.parity_images,
         "tolerance": args.tolerance,
         "min_agreement": args.min_agreement,
+        "max_delta_auroc": args.max_delta_auroc,
         "speed_seconds": args.speed_seconds,
         "force": args.force,
     }
@@ -168,7 +169,6 @@ def run_variant(args: argparse.Namespace) -> int:
         report = quantize_int8(
             args.model,
             args.output,
-            max_delta_auroc=args.max_delta_auroc,
             calibration_samples=args.calibration_samples,
             **common,
         )
