@@ -47,9 +47,14 @@ def test_an_unset_stem_stride_is_chosen_from_the_input_size_and_logged(
     """The README's one-liner (`--data-kind medmnist --data-path pneumoniamnist.npz`, nothing else) trains on 28 px."""
     assert [choose_stem_stride(s, s) for s in (224, 128, 64, 32, 28, 16)] == [4, 4, 4, 2, 1, 1]
     assert choose_stem_stride(224, 28) == 1  # the shorter side decides
-    flags = ["--data-kind", "medmnist", "--data-path", str(PNEUMONIAMNIST), "--limit", "16", "--epochs", "1"]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if "--data-kind medmnist" in x and "trainer train" in x]
+    argv = line.split("python -m trainer ", 1)[1].split()
+    assert argv == ["train", "--data-kind", "medmnist", "--data-path", "pneumoniamnist.npz"]  # as written
+    argv[argv.index("pneumoniamnist.npz")] = str(PNEUMONIAMNIST)  # the real 28x28 npz; then only a short run
     with caplog.at_level(logging.INFO, logger="trainer"):
-        assert main(["train", *flags, "--no-progress", "--output-dir", str(tmp_path / "run")]) == 0
+        quick = ["--limit", "16", "--epochs", "1", "--no-progress", "--output-dir", str(tmp_path / "run")]
+        assert main([*argv, *quick]) == 0
     assert "model.stem_stride not set: 1 for 28x28 inputs" in caplog.text
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best.spec.stem_stride == 1 and best.config["model"]["stem_stride"] == 1  # the choice is saved
