@@ -28,7 +28,7 @@ from medcore.record import IntendedUse
 from service.config import BUNDLED_MODEL, Settings
 from trainer.checkpoint import load_checkpoint
 from trainer.cli import main as trainer_main
-from trainer.config import load_config
+from trainer.config import load_config, load_intended_use
 
 REPO = Path(__file__).resolve().parents[1]
 DICOMS = DATA / "dicom_samples"
@@ -140,6 +140,8 @@ def test_the_config_section_accepts_set_style_lists_and_names_bad_values() -> No
     # The default recipe names the chest file, so the model it trains is gated like the bundled one.
     default = load_config(REPO / "configs" / "kermany_default.yaml")
     assert default.intended_use.to_record() == IntendedUse(**yaml.safe_load(CHEST_USE.read_text()))
+    # A training config works as an --intended-use file too, through the file it names.
+    assert load_intended_use(REPO / "configs" / "kermany_default.yaml") == yaml.safe_load(CHEST_USE.read_text())
 
 
 def test_a_users_intended_use_reaches_the_record_the_export_and_the_card(tmp_path: Path) -> None:

@@ -326,6 +326,8 @@ def load_intended_use(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = _read_mapping(path, "intended-use file")
     section = data.get("intended_use", data)
+    if isinstance(section, str):  # a training config that names its intended-use file
+        return load_intended_use(path.parent / section)
     if not isinstance(section, Mapping):
         raise ValueError(f"intended-use file {path}: 'intended_use' must be a mapping, got {section!r}")
     try:
