@@ -200,3 +200,14 @@ def test_export_intended_use_rewrites_every_variant_and_keeps_the_graph(tmp_path
     assert edits[-1]["before"]["modalities"] == ["CR", "DX"]
     assert export_main(["intended-use", str(folder / "model.onnx"), "--modalities", "C/T"]) == 1
     assert export_main(["intended-use", str(folder / "model.onnx")]) == 1  # nothing to set
+
+
+def test_the_bundled_card_states_the_restrictions_and_how_to_read_the_probability() -> None:
+    card = (BUNDLED_MODEL.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for line in ("- DICOM Modality (0008,0060): CR, DX", "- DICOM BodyPartExamined (0018,0015): CHEST",
+                 "- DICOM ViewPosition (0018,5101): PA, AP"):  # fmt: skip
+        assert line in card
+    assert "not restricted" not in card and "lacks a restricted tag (absent or empty) likewise" in card
+    reading = card.split("## Reading the probability", 1)[1].split("\n## ", 1)[0]
+    assert "The `pneumonia` threshold is 0.082" in reading and "well below 0.5" in reading
+    assert "**Not calibrated**" in reading and "Expected calibration error (15 equal-width bins): val" in reading
