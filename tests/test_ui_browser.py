@@ -182,6 +182,12 @@ def assert_bars_match(page: Any, result: dict[str, Any]) -> None:
         assert summary.startswith(f"Most likely: {top['label']}"), summary
     else:
         assert ("POSITIVE" in summary) == any(p["positive"] for p in result["predictions"]), summary
+        # The page says what the number means (reading.js; its wording is tested in test_ui_page.py).
+        reading = page.locator("#reading")
+        sync_api.expect(reading).to_be_visible()
+        sync_api.expect(reading).to_contain_text("comes from the threshold, not from 0.5")
+        if len(result["predictions"]) == 1:
+            assert "decision threshold" in summary and "validation split" in summary, summary
 
 
 def assert_heatmap_matches(page: Any, result: dict[str, Any]) -> None:
