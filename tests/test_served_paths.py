@@ -27,7 +27,7 @@ def machine_paths(text: str) -> list[str]:
     found = [m for m in ABSOLUTE.findall(text) if not m.startswith(ROUTES)]
     found += HOME.findall(text)
     for own in {str(REPO), str(REPO.parent), str(Path.home())}:
-        if own in text:
+        if own in text and not any(own in match for match in found):
             found.append(own)
     return found
 
