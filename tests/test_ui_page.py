@@ -98,3 +98,17 @@ def test_cards_are_found_in_the_model_directory_and_never_outside_it(tmp_path: P
         with pytest.raises(CardNotFoundError) as unknown:
             find_card(app, name, version)
         assert unknown.value.code == "model_not_found", (name, version)
+
+
+def test_the_page_shows_the_results_out_of_distribution_warning_prominently(server: RunningServer) -> None:
+    """The result panel has an alert box above the decision, filled from the result's own fields (no browser here:
+    tests/test_ui_browser.py drives the page in Chromium)."""
+    with server.client() as client:
+        page = client.get("/").text
+        script = client.get("/ui/static/app.js").text
+    warning = page.index('id="ood-warning"')
+    assert page.index('id="result-heading"') < warning < page.index('id="summary"')
+    assert 'role="alert"' in page[warning - 60 : warning + 80]
+    for field in ("item.out_of_distribution", "item.ood_score", "item.warning"):
+        assert field in script
+    assert "No out-of-distribution check for this model." in script
