@@ -108,14 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     val_probs, _ = run(session, val.batch)
     energy_threshold = float(np.quantile(energy(val_probs, softmax), record.ood.kept_fraction, method="higher"))
     with tempfile.TemporaryDirectory(prefix="non-chest-") as tmp:
-        build_non_chest(Path(tmp))
-        non_chest = files(Path(tmp), ("*.png", "*.jpg", "*.dcm"))
+        built = build_non_chest(Path(tmp))
+        by_kind: dict[str, list[bytes]] = {}
+        for name, kind, _ in built:
+            by_kind.setdefault(kind, []).append((Path(tmp) / name).read_bytes())
+    non_chest = [data for images in by_kind.values() for data in images]
     sets: list[tuple[str, str, np.ndarray, int]] = [
         ("val (threshold split)", "~5%", val.batch, 0),
         ("test 28-px PNG (PneumoniaMNIST)", "<= 5%", *decode(mnist_test(), record)),
         ("test 224-px JPEG (Kermany)", "<= 5%", *decode(files(KERMANY_TEST, ("*/*.jpeg",)), record)),
         ("adult COVID-19 X-rays (ieee8023)", "report", *decode(files(COVID, ("*",)), record)),
         ("not chest radiographs (own set)", ">= 95%", *decode(non_chest, record)),
+        *((f"  of which {kind}", ">= 95%", *decode(images, record)) for kind, images in sorted(by_kind.items())),
     ]
     print(f"{record.name} {record.version} ({args.variant}) on {platform.node()}: ood_score threshold "
           f"{record.ood.threshold:.4g} (keeps {record.ood.kept_fraction:.0%} of {record.ood.threshold_split}); "
