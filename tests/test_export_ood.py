@@ -12,7 +12,7 @@ import onnx
 import pytest
 import sklearn
 import torch
-from export_support import PNEUMONIAMNIST, make_trained_checkpoint, shared_export
+from export_support import PNEUMONIAMNIST, REPO, make_trained_checkpoint, shared_export
 from onnx import numpy_helper
 from PIL import Image
 from sklearn.covariance import LedoitWolf
@@ -199,3 +199,25 @@ def test_an_exported_file_gets_the_score_by_graph_surgery_and_keeps_its_outputs(
         next(i for i in onnx.load(str(out)).graph.initializer if i.name == "ood/whitening")
     )
     np.testing.assert_allclose(whitening, whitening.T, atol=1e-5)  # cov^-1/2 is symmetric
+
+
+def test_the_cli_adds_the_score_once_and_export_takes_the_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from export.__main__ import main
+
+    _, base = shared_export()
+    out = tmp_path / "model.onnx"
+    assert main(["ood", str(base.output), "--output", str(out), "--fit-samples", "100", "--kept-fraction", "0.9"]) == 0
+    assert "added ood_score" in capsys.readouterr().out
+    spec = read_record(out).ood
+    assert spec is not None and spec.kept_fraction == 0.9 and spec.fit["samples"] == 100
+    assert main(["ood", str(out), "--output", str(tmp_path / "twice.onnx")]) == 1
+    assert "already has an out-of-distribution output" in capsys.readouterr().err
+    fp16 = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.fp16.onnx"
+    assert main(["ood", str(fp16), "--output", str(tmp_path / "fp16.onnx")]) == 1
+    assert "is the fp16 variant" in capsys.readouterr().err
+    from export.__main__ import get_args_parser
+
+    args = get_args_parser().parse_args(["onnx", "best.pt", "--model-dir", "models", "--ood", "--ood-fit-samples", "9"])
+    assert (args.ood, args.ood_fit_samples, args.ood_kept_fraction) == (True, 9, 0.95)
