@@ -1,6 +1,7 @@
 """How often the model's out-of-distribution output flags each kind of image, in one table.
 
     .venv/bin/python bench/ood_sets.py models/pneumoniamnist-convnext_atto/1.0.0 [--variant fp32] [--json out.json]
+        [--through-service]
 
 Each image goes through medcore's decoder and preprocessing (what the service runs) and the model's own
 ONNX file; `ood_score` is the graph's output and the flag is the record's rule (`OodSpec.flags`, as the
@@ -11,6 +12,9 @@ not trained on: reported, no goal), and images that are not chest radiographs, b
 `bench/non_chest_images.py` from what is installed on this machine (goal >= 95%). Beside the score, an
 energy score (-log(1 + e^z) for a binary head, -logsumexp of the logits otherwise, recovered from the
 probabilities) thresholded on the same validation images at the same kept fraction, as a reference method.
+With `--through-service`, every encoded image is also posted to a real `python -m service` on this model file,
+and the table adds the share the service flagged among the images it answered, and how many it refused
+(undecodable, or outside the record's intended use).
 """
 
 from __future__ import annotations
@@ -90,11 +94,53 @@ def decode(images: list[bytes], record: ModelRecord) -> tuple[np.ndarray, int]:
     return stack_batch(inputs), failed
 
 
+def through_service(
+    path: Path, variant: str, image_sets: list[list[bytes] | None]
+) -> list[tuple[list[bool], int] | None]:
+    """Per set: the service's `out_of_distribution` of each answered image, and how many it refused (4xx)."""
+    import httpx
+
+    from bench.score_presentations import FILES_PER_REQUEST, start_service
+
+    process, url = start_service(path, variant)
+    outcomes: list[tuple[list[bool], int] | None] = []
+    try:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for images in image_sets:
+                if images is None:
+                    outcomes.append(None)
+                    continue
+                answered: list[bool] = []
+                refused = 0
+                for start in range(0, len(images), FILES_PER_REQUEST):
+                    chunk = images[start : start + FILES_PER_REQUEST]
+                    parts = [("file", ("image", data, "application/octet-stream")) for data in chunk]
+                    response = client.post("/predict", files=parts)
+                    if response.status_code != 200:  # one image that failed alone is the request's answer
+                        refused += len(chunk)
+                        continue
+                    for result in response.json()["results"]:
+                        if "error" in result:
+                            refused += 1
+                        else:
+                            answered.append(bool(result["out_of_distribution"]))
+                outcomes.append((answered, refused))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return outcomes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a model version folder or an .onnx file")
     parser.add_argument("--variant", choices=sorted(VARIANT_FILES), default="fp32")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument(
+        "--through-service",
+        action="store_true",
+        help="also post every image to a real `python -m service` and read its out_of_distribution field",
+    )
     args = parser.parse_args(argv)
     path = args.model / VARIANT_FILES[args.variant] if args.model.is_dir() else args.model
     session = open_session(path)
@@ -113,30 +159,48 @@ def main(argv: list[str] | None = None) -> int:
         for name, kind, _ in built:
             by_kind.setdefault(kind, []).append((Path(tmp) / name).read_bytes())
     non_chest = [data for images in by_kind.values() for data in images]
-    sets: list[tuple[str, str, np.ndarray, int]] = [
-        ("val (threshold split)", "~5%", val.batch, 0),
-        ("test 28-px PNG (PneumoniaMNIST)", "<= 5%", *decode(mnist_test(), record)),
-        ("test 224-px JPEG (Kermany)", "<= 5%", *decode(files(KERMANY_TEST, ("*/*.jpeg",)), record)),
-        ("adult COVID-19 X-rays (ieee8023)", "report", *decode(files(COVID, ("*",)), record)),
-        ("not chest radiographs (own set)", ">= 95%", *decode(non_chest, record)),
-        *((f"  of which {kind}", ">= 95%", *decode(images, record)) for kind, images in sorted(by_kind.items())),
+    encoded = [
+        ("test 28-px PNG (PneumoniaMNIST)", "<= 5%", mnist_test()),
+        ("test 224-px JPEG (Kermany)", "<= 5%", files(KERMANY_TEST, ("*/*.jpeg",))),
+        ("adult COVID-19 X-rays (ieee8023)", "report", files(COVID, ("*",))),
+        ("not chest radiographs (own set)", ">= 95%", non_chest),
+        *((f"  of which {kind}", ">= 95%", images) for kind, images in sorted(by_kind.items())),
     ]
+    sets: list[tuple[str, str, np.ndarray, int, list[bytes] | None]] = [
+        ("val (threshold split)", "~5%", val.batch, 0, None),
+        *((name, goal, *decode(images, record), images) for name, goal, images in encoded),
+    ]
+    fp32 = args.model / VARIANT_FILES["fp32"] if args.model.is_dir() else path  # the service finds the variant
+    served = through_service(fp32, args.variant, [s[4] for s in sets]) if args.through_service else None
     print(f"{record.name} {record.version} ({args.variant}) on {platform.node()}: ood_score threshold "
           f"{record.ood.threshold:.4g} (keeps {record.ood.kept_fraction:.0%} of {record.ood.threshold_split}); "
           f"energy threshold {energy_threshold:.4g} set on the same val images")  # fmt: skip
     header = f"{'set':<34} {'n':>5} {'undecodable':>11} {'flagged':>8} {'goal':>7} {'median score':>12} {'energy':>7}"
+    if served is not None:
+        header += f" {'service: flagged':>16} {'refused':>7}"
     print(header)
     rows = []
-    for name, goal, batch, failed in sets:
+    for index, (name, goal, batch, failed, _) in enumerate(sets):
         probs, scores = run(session, batch)
         flagged = float(np.mean([record.ood.flags(float(s)) for s in scores]))
         energy_flagged = float(np.mean(energy(probs, softmax) > energy_threshold))
         median = float(np.median(scores))
-        print(
+        line = (
             f"{name:<34} {len(batch):>5} {failed:>11} {flagged:>8.1%} {goal:>7} {median:>12.2f} {energy_flagged:>7.1%}"
         )
-        rows.append({"set": name, "n": len(batch), "undecodable": failed, "flagged": flagged, "goal": goal,
-                     "median_score": median, "energy_flagged": energy_flagged})  # fmt: skip
+        row = {"set": name, "n": len(batch), "undecodable": failed, "flagged": flagged, "goal": goal,
+               "median_score": median, "energy_flagged": energy_flagged}  # fmt: skip
+        if served is not None:
+            outcome = served[index]
+            if outcome is None:
+                line += f" {'-':>16} {'-':>7}"
+            else:
+                answered, refused = outcome
+                share = float(np.mean(answered)) if answered else float("nan")
+                line += f" {share:>16.1%} {refused:>7}"
+                row.update(service_flagged=share, service_refused=refused)
+        print(line)
+        rows.append(row)
     if args.json:
         table = {"model": f"{record.name}/{record.version}", "variant": args.variant, "rows": rows}
         args.json.write_text(json.dumps({**table, "threshold": record.ood.threshold}, indent=2) + "\n")
