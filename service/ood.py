@@ -7,6 +7,7 @@ threshold, set on validation at export); a model exported without that output ha
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from medcore.record import ModelRecord
@@ -16,6 +17,7 @@ OUT_OF_DISTRIBUTION_WARNING = (
     "Check that it is the kind of image the model is for (see its model card)."
 )
 NO_CHECK_NOTE = "no out-of-distribution check for this model"
+MAX_FLOAT32 = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -34,4 +36,7 @@ def assess(record: ModelRecord, score: float | None) -> OodAssessment:
     if record.ood is None or score is None:
         return OodAssessment(None, None, None)
     flagged = record.ood.flags(score)
-    return OodAssessment(score, flagged, OUT_OF_DISTRIBUTION_WARNING if flagged else None)
+    # A non-finite score (features that overflowed) is flagged; JSON has no NaN or Infinity, so it is sent as the
+    # largest float32 instead, which stays above any threshold.
+    shown = score if math.isfinite(score) else MAX_FLOAT32
+    return OodAssessment(shown, flagged, OUT_OF_DISTRIBUTION_WARNING if flagged else None)

@@ -45,6 +45,7 @@ from service.oip_schemas import (
     ServerMetadata,
     TensorMetadata,
 )
+from service.ood import assess
 from service.registry import ServedModel
 from service.request_context import annotate
 
@@ -193,14 +194,15 @@ def _outputs(served: ServedModel, results: list[BatchResult], probabilities: np.
             name=OUTPUT_NAME, shape=list(probabilities.shape), datatype="FP32", data=probabilities.ravel().tolist()
         )
     ]
-    spec = served.record.ood
-    if spec is not None:
-        if any(r.ood_score is None for r in results):
-            raise BatchError(f"model {served.name} returned no {OOD_SCORE_NAME!r} for an image")
-        scores = [float(np.float32(r.ood_score)) for r in results if r.ood_score is not None]
-        outputs.append(ResponseOutput(name=OOD_SCORE_NAME, shape=[len(scores)], datatype="FP32", data=scores))
-        flags = [spec.flags(score) for score in scores]
-        outputs.append(ResponseOutput(name=OOD_FLAG_NAME, shape=[len(flags)], datatype="BOOL", data=flags))
+    if served.record.ood is None:
+        return outputs
+    if any(r.ood_score is None for r in results):
+        raise BatchError(f"model {served.name} returned no {OOD_SCORE_NAME!r} for an image")
+    assessed = [assess(served.record, r.ood_score) for r in results]
+    scores = [float(np.float32(a.score)) for a in assessed if a.score is not None]
+    flags = [bool(a.flagged) for a in assessed]
+    outputs.append(ResponseOutput(name=OOD_SCORE_NAME, shape=[len(scores)], datatype="FP32", data=scores))
+    outputs.append(ResponseOutput(name=OOD_FLAG_NAME, shape=[len(flags)], datatype="BOOL", data=flags))
     return outputs
 
 
