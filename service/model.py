@@ -1,4 +1,10 @@
-"""Load one ONNX file and its record, choose the onnxruntime provider, run batches (with heatmaps if asked)."""
+"""Load one ONNX file and its record, choose the onnxruntime provider, run batches (with heatmaps if asked).
+
+On CUDA the session gets its provider options from the settings (`CudaOptions`: device, cuDNN's convolution
+algorithm search, a bounded memory arena) and runs batches through I/O binding with pinned buffers
+(`service.binding`); the warm-up runs every batch shape the batcher can form, so no request pays for cuDNN's
+search or an arena extension.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -15,6 +22,7 @@ from medcore.record import ONNX_HEATMAP_OUTPUT_NAME as HEATMAP_NAME
 from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
 from medcore.record import ONNX_METADATA_KEY, VARIANT_FILES, ModelRecord, RecordError
 from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
+from service.binding import BoundSession, batch_buckets
 from service.config import usable_cores
 
 CPU = "CPUExecutionProvider"
@@ -30,6 +38,37 @@ logger = logging.getLogger(__name__)
 
 class ModelLoadError(RuntimeError):
     """The model file cannot be served: missing, wrong contract, or the provider is unavailable."""
+
+
+CudnnSearch = Literal["exhaustive", "heuristic", "default"]
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """onnxruntime's CUDA provider options, from the settings (`SERVE_CUDA_*`, `SERVE_CUDNN_CONV_ALGO_SEARCH`).
+
+    `cudnn_conv_algo_search` "exhaustive" times every cuDNN algorithm once per convolution and input shape and
+    keeps the fastest: the best kernels, paid for at start by the warm-up of every batch shape (a few seconds),
+    never by a request. "heuristic" takes cuDNN's guess without timing (faster start, sometimes slower
+    kernels); "default" a fixed algorithm. The arena grows by what each allocation asks for (not by doubling)
+    up to `mem_limit_mb` (0: up to the GPU's memory), so the largest batch's warm-up proves the limit suffices.
+    """
+
+    device_id: int = 0
+    cudnn_conv_algo_search: CudnnSearch = "exhaustive"
+    mem_limit_mb: int = 8192
+
+    def provider_options(self) -> dict[str, str]:
+        options = {
+            "device_id": str(self.device_id),
+            "cudnn_conv_algo_search": self.cudnn_conv_algo_search.upper(),
+            "arena_extend_strategy": "kSameAsRequested",
+            "cudnn_conv_use_max_workspace": "1",
+            "do_copy_in_default_stream": "1",
+        }
+        if self.mem_limit_mb:
+            options["gpu_mem_limit"] = str(self.mem_limit_mb * 2**20)
+        return options
 
 
 def choose_provider(requested: str, available: Sequence[str]) -> str:
@@ -60,6 +99,8 @@ class LoadedModel:
     # A one-thread session of the same file for calls made while another call runs (auto threads on the CPU
     # when `session` has several): two one-thread calls on two cores beat two calls that each split over both.
     shared_session: ort.InferenceSession | None = None
+    # I/O binding with preallocated buffers per batch shape (pinned on CUDA); None: plain `session.run`.
+    bound: BoundSession | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -70,8 +111,15 @@ class LoadedModel:
     def variant(self) -> str:
         return self.record.variant
 
+    @property
+    def batch_shapes(self) -> tuple[int, ...]:
+        """The batch sizes the model is run with (and warmed up at): the binding's buckets, else batch 1."""
+        return self.bound.buckets if self.bound is not None else (1,)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, C, H, W] -> probabilities [N, L]."""
+        if self.bound is not None and len(batch) <= self.bound.max_batch_size:
+            return self.bound.run(batch)
         (probabilities,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         return np.asarray(probabilities)
 
@@ -90,30 +138,44 @@ class LoadedModel:
         return np.asarray(probabilities), np.asarray(heatmaps, dtype=np.float32)
 
     def warm_up(self) -> None:
-        """One inference on a zero image, so the first request does not pay for lazy initialisation."""
-        probabilities = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
-        if probabilities.shape != (1, self.record.num_outputs):
-            raise ModelLoadError(
-                f"warm-up output has shape {list(probabilities.shape)}, "
-                f"expected [1, {self.record.num_outputs}] for labels {list(self.record.labels)}"
-            )
+        """One inference on zero images at every batch shape (`batch_shapes`), on the calling thread (the
+        batch worker's, whose bound buffers are allocated here), so no request pays for lazy initialisation,
+        a cuDNN algorithm search or an arena extension."""
+        if self.bound is not None:
+            self.bound.prepare()
+        for size in self.batch_shapes:
+            probabilities = self.predict(np.zeros((size, *self.input_shape), dtype=np.float32))
+            if probabilities.shape != (size, self.record.num_outputs):
+                raise ModelLoadError(
+                    f"warm-up output has shape {list(probabilities.shape)}, "
+                    f"expected [{size}, {self.record.num_outputs}] for labels {list(self.record.labels)}"
+                )
 
 
 def load_model(
-    path: Path, *, provider: str = "auto", intra_op_threads: int = 0, expected_variant: str | None = None
+    path: Path,
+    *,
+    provider: str = "auto",
+    intra_op_threads: int = 0,
+    expected_variant: str | None = None,
+    cuda: CudaOptions | None = None,
+    io_binding: bool | None = None,
+    max_batch_size: int = 1,
 ) -> LoadedModel:
     """Open `path`, read its record from the ONNX metadata and check the I/O contract against it.
 
     `intra_op_threads` 0 on the CPU chooses by measurement: one thread when a batch-1 inference on one
     thread is under `SINGLE_THREAD_LIMIT_MS`, else one per usable core. `expected_variant` (fp32/fp16/int8,
-    from the file name in a model directory) must equal the record's.
+    from the file name in a model directory) must equal the record's. `io_binding` (None: on CUDA only) runs
+    batches of up to `max_batch_size` through preallocated bound buffers, padded to a few sizes on CUDA.
     """
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist; set SERVE_MODEL_PATH to an exported .onnx file")
     chosen = choose_provider(provider, ort.get_available_providers())
     auto = intra_op_threads == 0 and chosen == CPU
     threads = 1 if auto else intra_op_threads
-    session = _open_session(path, chosen, threads)
+    cuda = cuda or CudaOptions()
+    session = _open_session(path, chosen, threads, cuda)
     if session.get_providers()[0] != chosen:
         # onnxruntime-gpu installed but no usable GPU: onnxruntime fell back to the CPU on its own.
         if provider != "auto":
@@ -137,11 +199,24 @@ def load_model(
         if single_ms >= SINGLE_THREAD_LIMIT_MS:
             threads = cores
             shared_session = session
-            session = _open_session(path, chosen, threads)
+            session = _open_session(path, chosen, threads, cuda)
         logger.info(
             "onnxruntime intra-op threads: %d (batch-1 inference on one thread: %.1f ms; limit %.0f ms)",
             threads, single_ms, SINGLE_THREAD_LIMIT_MS,
         )  # fmt: skip
+    bound = None
+    if io_binding or (io_binding is None and chosen == CUDA):
+        on_cuda = chosen == CUDA
+        bound = BoundSession(
+            session,
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            input_shape=(record.preprocessing.channels, record.preprocessing.height, record.preprocessing.width),
+            num_outputs=record.num_outputs,
+            buckets=batch_buckets(max_batch_size, pad=on_cuda),
+            pinned=on_cuda,
+        )
+        logger.info("onnxruntime I/O binding on %s buffers, batch shapes %s", bound.memory, list(bound.buckets))
     return LoadedModel(
         session=session,
         record=record,
@@ -149,10 +224,11 @@ def load_model(
         has_heatmaps=has_heatmaps,
         intra_op_threads=threads,
         shared_session=shared_session,
+        bound=bound,
     )
 
 
-def _open_session(path: Path, provider: str, intra_op_threads: int) -> ort.InferenceSession:
+def _open_session(path: Path, provider: str, intra_op_threads: int, cuda: CudaOptions) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
@@ -161,7 +237,9 @@ def _open_session(path: Path, provider: str, intra_op_threads: int) -> ort.Infer
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     # CPU stays listed behind CUDA for the few operators CUDA lacks; load_model still refuses a
     # session where CUDA silently failed to initialise.
-    providers = [CUDA, CPU] if provider == CUDA else [CPU]
+    providers: list[str | tuple[str, dict[str, str]]] = [CPU]
+    if provider == CUDA:
+        providers = [(CUDA, cuda.provider_options()), CPU]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 

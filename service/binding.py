@@ -1,0 +1,123 @@
+"""onnxruntime I/O binding: every batch shape the model is run with has its input and output buffers made once.
+
+Without binding, each `session.run` allocates its output and, on CUDA, copies the input from pageable memory
+(the driver stages it through a bounce buffer first). Here a batch is written into a preallocated input buffer
+(page-locked "pinned" host memory on CUDA, so the copy to the GPU is one DMA; plain memory on the CPU) and the
+probabilities land in a preallocated output buffer, both bound to the session once per shape.
+
+Shapes: batches are padded up to the next of a few batch sizes (`batch_buckets`), so a model sees a handful of
+shapes, each allocated, planned and (with cuDNN's exhaustive search) tuned during warm-up, never on a request.
+The padding rows hold whatever the buffer held before (finite inputs of earlier batches) and their outputs
+are dropped. Buffers belong to the thread that runs the model (thread-local): two lanes never share one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+# Batch sizes a padded batch is rounded up to: at most a third of a batch is padding (from 4 on).
+BUCKET_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def batch_buckets(max_batch_size: int, *, pad: bool) -> tuple[int, ...]:
+    """The batch sizes the model is run with: every size up to `max_batch_size` without padding (the CPU,
+    where padding costs compute), else `BUCKET_STEPS` up to it and `max_batch_size` itself."""
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+    if not pad:
+        return tuple(range(1, max_batch_size + 1))
+    return (*(size for size in BUCKET_STEPS if size < max_batch_size), max_batch_size)
+
+
+@dataclass
+class _Buffers:
+    binding: ort.IOBinding
+    inputs: np.ndarray  # a view of `input_value`'s memory
+    outputs: np.ndarray  # a view of `output_value`'s memory
+    input_value: ort.OrtValue
+    output_value: ort.OrtValue
+
+
+class BoundSession:
+    """Runs float32 [N, C, H, W] batches through `session` with I/O binding, padded to `buckets`."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        *,
+        input_name: str,
+        output_name: str,
+        input_shape: tuple[int, int, int],
+        num_outputs: int,
+        buckets: Iterable[int],
+        pinned: bool,
+    ) -> None:
+        self.session = session
+        self.input_name, self.output_name = input_name, output_name
+        self.input_shape, self.num_outputs = input_shape, num_outputs
+        self.buckets = tuple(sorted(set(buckets)))
+        self.memory = "cuda_pinned" if pinned else "cpu"
+        self._local = threading.local()
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.buckets[-1]
+
+    def bucket(self, size: int) -> int:
+        """The smallest bucket that holds `size` images."""
+        for bucket in self.buckets:
+            if bucket >= size:
+                return bucket
+        raise ValueError(f"a batch of {size} images is larger than the largest bucket, {self.max_batch_size}")
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [N, C, H, W] -> a fresh [N, L] array (the output buffer is reused by the next batch)."""
+        size = len(batch)
+        if batch.shape[1:] != self.input_shape:
+            expected = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"batch has shape {list(batch.shape)}, expected [N, {expected}]")
+        buffers = self._buffers(self.bucket(size))
+        buffers.inputs[:size] = batch
+        self.session.run_with_iobinding(buffers.binding)
+        return np.array(buffers.outputs[:size], copy=True)
+
+    def prepare(self) -> None:
+        """Allocate and bind every bucket's buffers for the calling thread (the warm-up does this)."""
+        for bucket in self.buckets:
+            self._buffers(bucket)
+
+    def _buffers(self, bucket: int) -> _Buffers:
+        table: dict[int, _Buffers] | None = getattr(self._local, "table", None)
+        if table is None:
+            table = self._local.table = {}
+        if bucket not in table:
+            table[bucket] = self._allocate(bucket)
+        return table[bucket]
+
+    def _allocate(self, bucket: int) -> _Buffers:
+        input_value, inputs = self._buffer((bucket, *self.input_shape))
+        output_value, outputs = self._buffer((bucket, self.num_outputs))
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, input_value)
+        binding.bind_ortvalue_output(self.output_name, output_value)
+        return _Buffers(binding, inputs, outputs, input_value, output_value)
+
+    def _buffer(self, shape: tuple[int, ...]) -> tuple[ort.OrtValue, np.ndarray]:
+        """A zeroed float32 buffer of `shape` as an OrtValue and a numpy view of the same memory."""
+        if self.memory == "cpu":
+            array = np.zeros(shape, dtype=np.float32)
+            return ort.OrtValue.ortvalue_from_numpy(array), array  # the OrtValue wraps the array's memory
+        value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, "cuda_pinned", 0)
+        count = int(np.prod(shape))
+        view = np.ctypeslib.as_array((ctypes.c_float * count).from_address(value.data_ptr())).reshape(shape)
+        view[...] = 0.0
+        return value, view
