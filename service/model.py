@@ -8,6 +8,7 @@ search or an arena extension.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -239,8 +240,23 @@ def _open_session(path: Path, provider: str, intra_op_threads: int, cuda: CudaOp
     # session where CUDA silently failed to initialise.
     providers: list[str | tuple[str, dict[str, str]]] = [CPU]
     if provider == CUDA:
+        preload_cuda_libraries()
         providers = [(CUDA, cuda.provider_options()), CPU]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load CUDA, cuDNN and cuBLAS from NVIDIA's pip packages (the GPU image, a GPU virtualenv) before the first
+    CUDA session (`onnxruntime.preload_dlls`); a system-wide CUDA on the loader's path needs none of it."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # then the loader's path must hold them; the session says so if it does not
+        failure = f"{type(exc).__name__}: {exc}"
+        logger.warning("onnxruntime.preload_dlls failed (%s); using the system CUDA libraries", failure)
 
 
 def _batch1_ms(session: ort.InferenceSession, record: ModelRecord) -> float:
