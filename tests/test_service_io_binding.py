@@ -117,3 +117,15 @@ def test_service_with_io_binding_on_the_cpu_answers_like_onnxruntime() -> None:
             assert response.status_code == 200, response.text
             probability = response.json()["results"][0]["predictions"][0]["probability"]
             assert probability == pytest.approx(float(reference_probabilities(tiny_model(), data)[0]), abs=1e-5)
+
+
+def test_cuda_binding_with_pinned_buffers_matches_the_cpu() -> None:
+    """On a GPU (bench/gpu_proof.sh): the CUDA session through pinned bound buffers answers as the CPU does."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here (onnxruntime-gpu and a GPU: bench/gpu_proof.sh)")
+    model = load_model(tiny_model(), provider="cuda", max_batch_size=8)  # io_binding None: on for CUDA
+    assert model.provider == "CUDAExecutionProvider" and model.bound is not None and model.bound.memory == "cuda_pinned"
+    model.warm_up()
+    for size in (1, 5, 8):
+        np.testing.assert_allclose(model.predict(random_batch(size, seed=size)), plain(random_batch(size, seed=size)),
+                                   atol=1e-4)  # fmt: skip
