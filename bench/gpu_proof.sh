@@ -48,8 +48,10 @@ started=$(date +%s)
 if [ "$DRY" = 0 ] && [ -d .gpu-carry ]; then
   bench/gpu_carry.sh unpack || { echo "gpu_proof: the carried parts are incomplete or damaged" >&2; exit 1; }
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
-  LD_LIBRARY_PATH="$(find /tmp/site/nvidia -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export LD_LIBRARY_PATH
+  # CUDA, cuDNN, cuBLAS (PyTorch's pip packages) and nvJPEG (carried) for onnxruntime and nvImageCodec to dlopen.
+  purelib=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  nvidia_libs=$(find /tmp/site/nvidia "$purelib/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd:)
+  export LD_LIBRARY_PATH="$nvidia_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 KERMANY=${KERMANY:-}
 for candidate in /tmp/gpu-carry/kermany_chest_xray_224 ../shared/data/kermany_chest_xray_224; do
