@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows += json.loads(path.read_text())
     if args.title:
-        print(args.title)
+        print(args.title + ("\n" if args.markdown else ""))
     print(render(rows, markdown=args.markdown))
     failed = [row for row in rows if row.get("ok") is False]
     print(f"\n{len(rows)} rows; goals met {sum(r.get('ok') is True for r in rows)}, not met {len(failed)}")
