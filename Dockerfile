@@ -22,16 +22,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     SERVE_PORT=8000 \
     SERVE_MODEL_DIR=/app/models
 
-# ---- The pinned dependencies of each image, resolved into a virtual environment; pip is dropped from it.
+# ---- The pinned dependencies of the CPU image, resolved into a virtual environment; pip is dropped from it.
 FROM base AS cpu-deps
 COPY docker/requirements-serve.txt /tmp/requirements.txt
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-deps -r /tmp/requirements.txt \
-    && /opt/venv/bin/pip check \
-    && /opt/venv/bin/pip uninstall -y -q pip setuptools
-
-FROM base AS gpu-deps
-COPY docker/requirements-serve-gpu.txt /tmp/requirements.txt
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-deps -r /tmp/requirements.txt \
     && /opt/venv/bin/pip check \
@@ -53,13 +46,22 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request as u; u.urlopen(f\"http://127.0.0.1:{os.environ.get('SERVE_PORT', '8000')}/health/ready\", timeout=2); sys.exit(0)"]
 CMD ["python", "-m", "service"]
 
-# ---- The two images: the shared runtime with its virtual environment.
+# ---- The two images: the shared runtime with its virtual environment. The CPU one comes first: the legacy builder
+# builds every stage before the target, so `--target cpu` never builds the GPU dependencies.
+FROM runtime AS cpu
+COPY --from=cpu-deps /opt/venv /opt/venv
+
+# The GPU image's pinned dependencies (onnxruntime-gpu, CUDA 13, cuDNN 9, nvJPEG, nvImageCodec: about 3 GB).
+FROM base AS gpu-deps
+COPY docker/requirements-serve-gpu.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-deps -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/pip uninstall -y -q pip setuptools
+
 FROM runtime AS gpu
 COPY --from=gpu-deps /opt/venv /opt/venv
 ENV SERVE_PROVIDER=cuda
-
-FROM runtime AS cpu
-COPY --from=cpu-deps /opt/venv /opt/venv
 
 # The default target (last stage wins otherwise) is the CPU image.
 FROM cpu

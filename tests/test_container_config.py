@@ -110,6 +110,8 @@ def test_dockerfile_targets_are_non_root_with_a_readiness_healthcheck() -> None:
         assert not re.search(r"^(USER|HEALTHCHECK|RUN|CMD)", stage, flags=re.MULTILINE), f"{target}: repeats setup"
         assert "pip uninstall -y -q pip setuptools" in runtime[f"{target}-deps"], f"{target}: pip left in the venv"
     assert "requirements-serve-gpu.txt" in runtime["gpu-deps"] and "SERVE_PROVIDER=cuda" in runtime["gpu"]
+    order = list(runtime)
+    assert order.index("cpu") < order.index("gpu-deps"), "the legacy builder would build the GPU venv for --target cpu"
     assert text.rstrip().endswith("FROM cpu"), "the default target must be the CPU image"
 
 
