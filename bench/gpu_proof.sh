@@ -71,22 +71,36 @@ if [ "$DRY" = 1 ]; then
   TITLE="gpu_proof DRY RUN on the CPU ($(nproc) cores), tiny sizes: the table's layout, not CUDA figures"
 else
   DEVICE=cuda PROVIDER=cuda
-  SPEED=(--arch convnext_tiny --size 224 --batch-size 128 --steps 20 --rounds 3 --amp-dtype bf16 --channels-last
+  SPEED=(--arch convnext_tiny --size 224 --batch-size 128 --steps 15 --rounds 2 --amp-dtype bf16 --channels-last
          --workers "$(( $(nproc) > 12 ? 12 : $(nproc) ))")
   TRAIN=(--set model.arch=convnext_tiny --set model.stem_stride=4 --set preprocessing.height=224
          --set preprocessing.width=224 --set epochs=2 --set batch_size=128 --set compile=true
          --set data.num_workers="$(( $(nproc) > 12 ? 12 : $(nproc) ))" --set report.bootstrap=200)
   PARITY=(--count 64)
   GPU_TESTS=(tests/test_gpu_decode.py tests/test_service_io_binding.py)
-  SERVE=(--size 2048 --concurrency 1 16 64 --requests 3000 --max-seconds 6)
+  SERVE=(--size 2048 --concurrency 1 16 64 --requests 3000 --max-seconds 5)
   TITLE="gpu_proof on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 fi
+
+# The whole run stays inside one device call (600 s at most): each step's limit is cut to what is left of
+# $PROOF_BUDGET_S, keeping 20 s for the table; a step with no time left is a FAILED row.
+BUDGET=${PROOF_BUDGET_S:-$([ "$DRY" = 1 ] && echo 900 || echo 570)}
+STEP=0  # the steps' number, which orders the table's rows (N-name.json, N-name.failed.json)
 
 # step NAME SECONDS COMMAND...: run it with a time limit, its output in $OUT/logs/NAME.log; a failure becomes a row.
 step() {
   local name=$1 limit=$2
   shift 2
+  STEP=$((STEP + 1))
   local begun=$(($(date +%s)))
+  local left=$((BUDGET - 20 - (begun - started)))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 5 ]; then
+    echo "== $name: no time left in the ${BUDGET}s budget"
+    printf '[{"section": "%s", "what": "step %s", "value": "FAILED: no time left in the %ss budget", "ok": false}]\n' \
+      "$name" "$name" "$BUDGET" >"$OUT/$STEP-$name.failed.json"
+    return 1
+  fi
   echo "== $name (limit ${limit}s): $*"
   timeout --kill-after=10 "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
   local rc=$?
@@ -97,28 +111,28 @@ step() {
     why=$(grep -v '^\s*$' "$OUT/logs/$name.log" | tail -1 | tr -d '"\\' | cut -c1-150)
     [ "$rc" = 124 ] && why="past its ${limit}s limit"
     printf '[{"section": "%s", "what": "step %s", "value": "FAILED (rc %s): %s", "ok": false}]\n' \
-      "$name" "$name" "$rc" "$why" >"$OUT/$name.failed.json"
+      "$name" "$name" "$rc" "$why" >"$OUT/$STEP-$name.failed.json"
   fi
   return "$rc"
 }
 
 RUN="$OUT/run"
-step speed 150 "$PY" bench/train_speed.py --device "$DEVICE" "${SPEED[@]}" --source synthetic --source cache \
+step speed 120 "$PY" bench/train_speed.py --device "$DEVICE" "${SPEED[@]}" --source synthetic --source cache \
   --kermany "$KERMANY" --json "$OUT/1-speed.json"
-step train 240 "$PY" -m trainer train --config configs/kermany_default.yaml --device "$DEVICE" \
+step train 270 "$PY" -m trainer train --config configs/kermany_default.yaml --device "$DEVICE" \
   --data-path "$KERMANY" --output-dir "$RUN" --no-progress --set name=kermany-gpu-proof --set version=0.0.0 \
   --set data.cache_dir="$OUT/cache" "${TRAIN[@]}" &&
   "$PY" bench/gpu_table.py --training-rows "$RUN" "$OUT/2-train.json"
 MODELS="$OUT/models"
-step export 180 bash -c "'$PY' -m export onnx '$RUN/best.pt' --model-dir '$MODELS' --force &&
+step export 150 bash -c "'$PY' -m export onnx '$RUN/best.pt' --model-dir '$MODELS' --force &&
   '$PY' -m export fp16 \"\$(ls '$MODELS'/*/*/model.onnx)\" --speed-seconds 0 --force"
-step parity 120 bash -c "'$PY' bench/gpu_parity.py --checkpoint '$RUN/best.pt' --model-dir \"\$(dirname \"\$(ls \
+step parity 90 bash -c "'$PY' bench/gpu_parity.py --checkpoint '$RUN/best.pt' --model-dir \"\$(dirname \"\$(ls \
   '$MODELS'/*/*/model.onnx)\")\" --images '$KERMANY/test' --device '$DEVICE' --provider '$PROVIDER' \
-  ${PARITY[*]} --json '$OUT/3-parity.json'"
-step gpu_tests 150 "$PY" -m pytest -q -p no:cacheprovider -rs "${GPU_TESTS[@]}"
-"$PY" bench/gpu_table.py --pytest-rows "$OUT/logs/gpu_tests.log" "$OUT/4-tests.json"
-step serve 200 "$PY" bench/gpu_serve.py --model-dir "$MODELS" --provider "$PROVIDER" "${SERVE[@]}" \
-  --logs "$OUT/logs" --json "$OUT/5-serve.json"
+  ${PARITY[*]} --json '$OUT/4-parity.json'"
+step gpu_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs "${GPU_TESTS[@]}"
+[ -s "$OUT/logs/gpu_tests.log" ] && "$PY" bench/gpu_table.py --pytest-rows "$OUT/logs/gpu_tests.log" "$OUT/5-tests.json"
+step serve 180 "$PY" bench/gpu_serve.py --model-dir "$MODELS" --provider "$PROVIDER" "${SERVE[@]}" \
+  --logs "$OUT/logs" --json "$OUT/6-serve.json"
 
 echo
 TITLE="$TITLE; $(($(date +%s) - started)) s in all"
