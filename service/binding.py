@@ -2,8 +2,10 @@
 
 Without binding, each `session.run` allocates its output and, on CUDA, copies the input from pageable memory
 (the driver stages it through a bounce buffer first). Here a batch is written into a preallocated input buffer
-(page-locked "pinned" host memory on CUDA, so the copy to the GPU is one DMA; plain memory on the CPU) and the
-probabilities land in a preallocated output buffer, both bound to the session once per shape.
+and the probabilities land in a preallocated output buffer, both bound to the session once per shape. On CUDA both
+are page-locked ("pinned") with `cudaHostRegister`, so onnxruntime's copies to and from the GPU are one DMA each;
+onnxruntime's Python API has no pinned allocator to ask, and host memory the driver has registered is pinned
+whatever onnxruntime calls it. Where pinning fails (no CUDA runtime) the buffers stay pageable, with a log line.
 
 Shapes: batches are padded up to the next of a few batch sizes (`batch_buckets`), so a model sees a handful of
 shapes, each allocated, planned and (with cuDNN's exhaustive search) tuned during warm-up, never on a request.
@@ -14,9 +16,11 @@ are dropped. Buffers belong to the thread that runs the model (thread-local): tw
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +30,30 @@ logger = logging.getLogger(__name__)
 
 # Batch sizes a padded batch is rounded up to: at most a third of a batch is padding (from 4 on).
 BUCKET_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+CUDA_RUNTIMES = ("libcudart.so.13", "libcudart.so.12", "libcudart.so")  # onnxruntime.preload_dlls loads the first
+Pin = Callable[[np.ndarray], bool]  # page-lock an array's memory in place; False when it cannot
+
+
+@functools.cache
+def _cudart() -> ctypes.CDLL | None:
+    for name in CUDA_RUNTIMES:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def cuda_host_register(array: np.ndarray) -> bool:
+    """Page-lock `array`'s memory for DMA (`cudaHostRegister`), unregistered when the array is freed."""
+    runtime = _cudart()
+    if runtime is None:
+        return False
+    pointer, size = ctypes.c_void_p(array.ctypes.data), ctypes.c_size_t(array.nbytes)
+    if runtime.cudaHostRegister(pointer, size, ctypes.c_uint(0)) != 0:
+        return False
+    weakref.finalize(array, runtime.cudaHostUnregister, pointer)
+    return True
 
 
 def batch_buckets(max_batch_size: int, *, pad: bool) -> tuple[int, ...]:
@@ -60,12 +88,14 @@ class BoundSession:
         num_outputs: int,
         buckets: Iterable[int],
         pinned: bool,
+        pin: Pin = cuda_host_register,
     ) -> None:
         self.session = session
         self.input_name, self.output_name = input_name, output_name
         self.input_shape, self.num_outputs = input_shape, num_outputs
         self.buckets = tuple(sorted(set(buckets)))
-        self.memory = "cuda_pinned" if pinned else "cpu"
+        self.memory = "pinned" if pinned else "pageable"  # what the buffers are: "pageable" if pinning fails
+        self._pin = pin
         self._local = threading.local()
 
     @property
@@ -112,12 +142,9 @@ class BoundSession:
         return _Buffers(binding, inputs, outputs, input_value, output_value)
 
     def _buffer(self, shape: tuple[int, ...]) -> tuple[ort.OrtValue, np.ndarray]:
-        """A zeroed float32 buffer of `shape` as an OrtValue and a numpy view of the same memory."""
-        if self.memory == "cpu":
-            array = np.zeros(shape, dtype=np.float32)
-            return ort.OrtValue.ortvalue_from_numpy(array), array  # the OrtValue wraps the array's memory
-        value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, "cuda_pinned", 0)
-        count = int(np.prod(shape))
-        view = np.ctypeslib.as_array((ctypes.c_float * count).from_address(value.data_ptr())).reshape(shape)
-        view[...] = 0.0
-        return value, view
+        """A zeroed float32 host buffer of `shape` (pinned when asked for) as an OrtValue wrapping its memory."""
+        array = np.zeros(shape, dtype=np.float32)
+        if self.memory == "pinned" and not self._pin(array):
+            logger.warning("could not page-lock the I/O buffers (no CUDA runtime?); copies to the GPU stay staged")
+            self.memory = "pageable"
+        return ort.OrtValue.ortvalue_from_numpy(array), array  # the OrtValue wraps the array's memory

@@ -40,7 +40,7 @@ def test_bound_session_pads_to_buckets_and_matches_a_plain_run() -> None:
     session = ort.InferenceSession(str(tiny_model()), providers=["CPUExecutionProvider"])
     bound = BoundSession(session, input_name="input", output_name="probabilities", input_shape=(1, 28, 28),
                          num_outputs=1, buckets=batch_buckets(8, pad=True), pinned=False)  # fmt: skip
-    assert bound.bucket(5) == 6 and bound.bucket(7) == 8 and bound.memory == "cpu"
+    assert bound.bucket(5) == 6 and bound.bucket(7) == 8 and bound.memory == "pageable"
     bound.run(random_batch(6, seed=1))  # fills the 6-bucket; a batch of 5 then runs beside a stale row
     for size in (1, 5, 7, 8):
         batch = random_batch(size, seed=size)
@@ -54,6 +54,30 @@ def test_bound_session_pads_to_buckets_and_matches_a_plain_run() -> None:
         bound.run(random_batch(9))
     with pytest.raises(ValueError, match="expected \\[N, 1, 28, 28\\]"):
         bound.run(np.zeros((1, 1, 27, 28), dtype=np.float32))
+
+
+def test_pinned_buffers_are_registered_and_fall_back_to_pageable() -> None:
+    """The CUDA memory path on the CPU provider: every buffer goes through the pinning function (a stand-in
+    for cudaHostRegister, which needs a GPU), once per buffer; when it fails the buffers stay pageable."""
+    session = ort.InferenceSession(str(tiny_model()), providers=["CPUExecutionProvider"])
+    registered: list[tuple[int, ...]] = []
+
+    def pin(array: np.ndarray) -> bool:
+        registered.append(array.shape)
+        return True
+
+    bound = BoundSession(session, input_name="input", output_name="probabilities", input_shape=(1, 28, 28),
+                         num_outputs=1, buckets=(1, 4), pinned=True, pin=pin)  # fmt: skip
+    bound.prepare()
+    assert bound.memory == "pinned" and registered == [(1, 1, 28, 28), (1, 1), (4, 1, 28, 28), (4, 1)]
+    np.testing.assert_allclose(bound.run(random_batch(3)), plain(random_batch(3)), atol=1e-6)
+    failing = BoundSession(session, input_name="input", output_name="probabilities", input_shape=(1, 28, 28),
+                           num_outputs=1, buckets=(1,), pinned=True, pin=lambda array: False)  # fmt: skip
+    np.testing.assert_allclose(failing.run(random_batch(1)), plain(random_batch(1)), atol=1e-6)
+    assert failing.memory == "pageable"
+    from service.binding import cuda_host_register
+
+    assert cuda_host_register(np.zeros(4, dtype=np.float32)) is False  # no CUDA runtime here: not pinned
 
 
 def test_threads_have_their_own_buffers() -> None:
@@ -124,7 +148,9 @@ def test_cuda_binding_with_pinned_buffers_matches_the_cpu() -> None:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA provider here (onnxruntime-gpu and a GPU: bench/gpu_proof.sh)")
     model = load_model(tiny_model(), provider="cuda", max_batch_size=8)  # io_binding None: on for CUDA
-    assert model.provider == "CUDAExecutionProvider" and model.bound is not None and model.bound.memory == "cuda_pinned"
+    assert model.provider == "CUDAExecutionProvider" and model.bound is not None
+    model.bound.prepare()
+    assert model.bound.memory == "pinned"  # cudaHostRegister worked: the CUDA runtime is loaded
     model.warm_up()
     for size in (1, 5, 8):
         np.testing.assert_allclose(model.predict(random_batch(size, seed=size)), plain(random_batch(size, seed=size)),
