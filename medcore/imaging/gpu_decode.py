@@ -1,10 +1,10 @@
 """JPEG decoding on the GPU with NVIDIA nvImageCodec (`nvidia-nvimgcodec-cu13`), and the choice of decoder.
 
 `NvImageCodecDecoder` is a `PixelDecoder` (decode.py): it replaces only Pillow's decoding of the pixels of 8-bit
-grayscale and RGB JPEGs (PNG too, where nvImageCodec has a GPU backend for it). Every rule stays medcore's: the
-format sniffing, the size limits and budget, the errors, the draft-mode reduction (a box filter by the scale
-Pillow's draft would use), the mode conversion, the crop, resize and normalisation. A file it fails on, or an
-answer of the wrong size, is decoded on the host instead, so a corrupt file still gets the host's error.
+grayscale and RGB JPEGs (nvJPEG; nvImageCodec decodes PNG on the CPU, so PNGs stay Pillow's). Every rule stays
+medcore's: the format sniffing, the size limits and budget, the errors, the draft-mode reduction (a box filter
+by the scale Pillow's draft would use), the mode conversion, the crop, resize and normalisation. A file it fails
+on, or an answer of the wrong size, is decoded on the host instead, so a corrupt file still gets the host's error.
 
 Tolerance: the model input it leads to equals the host decoder's within `MAX_LEVELS` 8-bit levels per pixel
 and `MEAN_LEVELS` on average (the IDCTs differ in rounding, and a box reduction is not libjpeg's DCT scaling;
@@ -32,12 +32,12 @@ MEAN_LEVELS = 0.5  # largest mean |GPU - host| over an input, in 8-bit levels
 
 
 class NvImageCodecDecoder:
-    """8-bit JPEG (and PNG) pixels decoded on CUDA device `device_id`; one nvImageCodec decoder per thread.
+    """8-bit JPEG pixels decoded on CUDA device `device_id` (nvJPEG); one nvImageCodec decoder per thread.
 
     Made only where it can work: the constructor imports nvImageCodec and starts a decoder on the device, so a
     missing package, GPU or nvJPEG fails here (and the caller falls back to the host), not on a request."""
 
-    formats = frozenset({"JPEG", "PNG"})
+    formats = frozenset({"JPEG"})
 
     def __init__(self, device_id: int = 0, module: Any = None) -> None:
         self.codec = module if module is not None else importlib.import_module("nvidia.nvimgcodec")
@@ -63,7 +63,8 @@ class NvImageCodecDecoder:
 
     def __call__(self, data: bytes, mode: str) -> np.ndarray | None:
         try:
-            image = self._decoder().decode(data, params=self.params[mode])
+            source = self.codec.CodeStream(data) if hasattr(self.codec, "CodeStream") else data
+            image = self._decoder().decode(source, params=self.params[mode])
             if image is None:
                 return None
             array = np.asarray(image.cpu())
