@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     )
     decoder: Decoder = Field(
         default="auto",
-        description="image decoder: host (Pillow, pydicom); nvimgcodec (JPEG and PNG on the GPU with NVIDIA "
+        description="image decoder: host (Pillow, pydicom); nvimgcodec (JPEGs on the GPU with NVIDIA "
         "nvImageCodec, the rest on the host; host with a log line when it or the GPU is missing); auto = "
         "nvimgcodec when the model runs on CUDA and nvImageCodec is installed",
     )
