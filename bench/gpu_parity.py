@@ -57,7 +57,8 @@ def main(args: argparse.Namespace) -> None:
         loaded = load_model(args.model_dir / VARIANT_FILES[variant], provider=args.provider, io_binding=True,
                             max_batch_size=BATCH, expected_variant=variant)  # fmt: skip
         loaded.warm_up()
-        got = np.concatenate([loaded.predict(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)])
+        answers = [loaded.predict(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)]
+        got = np.concatenate([a[0] if isinstance(a, tuple) else a for a in answers])  # (p, ood_score) or p
         diff = float(np.abs(got - expected).max())
         agree = float(np.mean([a == b for a, b in zip(decisions(got, loaded.record), decisions(expected,
                       checkpoint.record), strict=True)]))  # fmt: skip

@@ -69,30 +69,31 @@ def batch_buckets(max_batch_size: int, *, pad: bool) -> tuple[int, ...]:
 @dataclass
 class _Buffers:
     binding: ort.IOBinding
-    inputs: np.ndarray  # a view of `input_value`'s memory
-    outputs: np.ndarray  # a view of `output_value`'s memory
-    input_value: ort.OrtValue
-    output_value: ort.OrtValue
+    inputs: np.ndarray  # the memory `values[0]` wraps
+    outputs: list[np.ndarray]  # the memory `values[1:]` wrap, in the order of `output_shapes`
+    values: list[ort.OrtValue]
 
 
 class BoundSession:
-    """Runs float32 [N, C, H, W] batches through `session` with I/O binding, padded to `buckets`."""
+    """Runs float32 [N, C, H, W] batches through `session` with I/O binding, padded to `buckets`.
+
+    `output_shapes` names the float32 outputs to bind and each one's shape after the batch axis (probabilities
+    [N, L]: `(L,)`; a score [N]: `()`)."""
 
     def __init__(
         self,
         session: ort.InferenceSession,
         *,
         input_name: str,
-        output_name: str,
+        output_shapes: dict[str, tuple[int, ...]],
         input_shape: tuple[int, int, int],
-        num_outputs: int,
         buckets: Iterable[int],
         pinned: bool,
         pin: Pin = cuda_host_register,
     ) -> None:
         self.session = session
-        self.input_name, self.output_name = input_name, output_name
-        self.input_shape, self.num_outputs = input_shape, num_outputs
+        self.input_name, self.output_shapes = input_name, dict(output_shapes)
+        self.input_shape = input_shape
         self.buckets = tuple(sorted(set(buckets)))
         self.memory = "pinned" if pinned else "pageable"  # what the buffers are: "pageable" if pinning fails
         self._pin = pin
@@ -109,8 +110,8 @@ class BoundSession:
                 return bucket
         raise ValueError(f"a batch of {size} images is larger than the largest bucket, {self.max_batch_size}")
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N, C, H, W] -> a fresh [N, L] array (the output buffer is reused by the next batch)."""
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """float32 [N, C, H, W] -> fresh [N, ...] arrays, one per output (the buffers are reused by the next batch)."""
         size = len(batch)
         if batch.shape[1:] != self.input_shape:
             expected = ", ".join(map(str, self.input_shape))
@@ -118,7 +119,7 @@ class BoundSession:
         buffers = self._buffers(self.bucket(size))
         buffers.inputs[:size] = batch
         self.session.run_with_iobinding(buffers.binding)
-        return np.array(buffers.outputs[:size], copy=True)
+        return [np.array(output[:size], copy=True) for output in buffers.outputs]
 
     def prepare(self) -> None:
         """Allocate and bind every bucket's buffers for the calling thread (the warm-up does this)."""
@@ -135,11 +136,15 @@ class BoundSession:
 
     def _allocate(self, bucket: int) -> _Buffers:
         input_value, inputs = self._buffer((bucket, *self.input_shape))
-        output_value, outputs = self._buffer((bucket, self.num_outputs))
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, input_value)
-        binding.bind_ortvalue_output(self.output_name, output_value)
-        return _Buffers(binding, inputs, outputs, input_value, output_value)
+        values, outputs = [input_value], []
+        for name, tail in self.output_shapes.items():
+            value, array = self._buffer((bucket, *tail))
+            binding.bind_ortvalue_output(name, value)
+            values.append(value)
+            outputs.append(array)
+        return _Buffers(binding, inputs, outputs, values)
 
     def _buffer(self, shape: tuple[int, ...]) -> tuple[ort.OrtValue, np.ndarray]:
         """A zeroed float32 host buffer of `shape` (pinned when asked for) as an OrtValue wrapping its memory."""

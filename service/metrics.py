@@ -18,7 +18,7 @@ UNMATCHED_ROUTE = "unmatched"
 REJECTION_REASONS = (
     "queue_full",  # the batcher's queue is at SERVE_QUEUE_LIMIT
     "overloaded",  # admission: SERVE_MAX_PENDING requests are already being read, decoded or queued
-    "deadline",  # still queued when SERVE_DEADLINE_MS passed (error code `deadline_exceeded`)
+    "deadline_exceeded",  # still queued when SERVE_DEADLINE_MS passed (the error code of the answer, too)
     "not_ready",  # warming up
     "shutting_down",  # draining after SIGTERM
     "body_too_large",
@@ -51,7 +51,12 @@ class ServiceMetrics:
         self.queue_wait = Histogram(
             "serve_queue_wait_seconds", "Time an image waited for its batch to start", registry=self.registry
         )
-        self.inference = Histogram("serve_inference_seconds", "onnxruntime time per batch", registry=self.registry)
+        self.inference = Histogram(
+            "serve_inference_seconds",
+            "onnxruntime time per batch, by model",
+            ["name", "version"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "serve_batch_size", "Images per onnxruntime call", buckets=BATCH_SIZE_BUCKETS, registry=self.registry
         )
@@ -68,9 +73,36 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
-    def observe_batch(self, size: int, inference_s: float) -> None:
+        self.ood_checked = Counter(
+            "serve_ood_checked",
+            "Images whose out-of-distribution score was computed, by model",
+            ["name", "version"],
+            registry=self.registry,
+        )
+        self.ood_flagged = Counter(
+            "serve_out_of_distribution",
+            "Images flagged out-of-distribution (ood_score above the record's threshold), by model",
+            ["name", "version"],
+            registry=self.registry,
+        )
+
+    def observe_ood(self, name: str, version: str, flagged: bool | None) -> None:
+        """Count one answered image of a model with an out-of-distribution check (None: no check, not counted)."""
+        if flagged is None:
+            return
+        self.ood_checked.labels(name, version).inc()
+        if flagged:
+            self.ood_flagged.labels(name, version).inc()
+
+    def start_ood_counts(self, name: str, version: str) -> None:
+        """Show a model's two counters at 0 from the start, so a rate over them exists before the first flag."""
+        self.ood_checked.labels(name, version)
+        self.ood_flagged.labels(name, version)
+
+    def observe_batch(self, name: str, version: str, size: int, inference_s: float) -> None:
+        """One model call of the model `name` `version` (bound per model by the registry)."""
         self.batch_size.observe(size)
-        self.inference.observe(inference_s)
+        self.inference.labels(name, version).observe(inference_s)
 
     def observe_decode(self, seconds: float) -> None:
         self.decode.observe(seconds)

@@ -14,8 +14,13 @@ import pytest
 from service_support import kermany_images, post_image, reference_probabilities, running_server, tiny_model
 
 from service.binding import BUCKET_STEPS, BoundSession, batch_buckets
-from service.config import Settings
+from service.config import BUNDLED_MODEL, Settings
 from service.model import CudaOptions, load_model
+
+
+def bound_run(bound: BoundSession, batch: np.ndarray) -> np.ndarray:
+    (probabilities,) = bound.run(batch)
+    return probabilities
 
 
 def random_batch(size: int, seed: int = 0) -> np.ndarray:
@@ -38,22 +43,22 @@ def test_batch_buckets() -> None:
 
 def test_bound_session_pads_to_buckets_and_matches_a_plain_run() -> None:
     session = ort.InferenceSession(str(tiny_model()), providers=["CPUExecutionProvider"])
-    bound = BoundSession(session, input_name="input", output_name="probabilities", input_shape=(1, 28, 28),
-                         num_outputs=1, buckets=batch_buckets(8, pad=True), pinned=False)  # fmt: skip
+    bound = BoundSession(session, input_name="input", output_shapes={"probabilities": (1,)},
+                         input_shape=(1, 28, 28), buckets=batch_buckets(8, pad=True), pinned=False)  # fmt: skip
     assert bound.bucket(5) == 6 and bound.bucket(7) == 8 and bound.memory == "pageable"
-    bound.run(random_batch(6, seed=1))  # fills the 6-bucket; a batch of 5 then runs beside a stale row
+    bound_run(bound, random_batch(6, seed=1))  # fills the 6-bucket; a batch of 5 then runs beside a stale row
     for size in (1, 5, 7, 8):
         batch = random_batch(size, seed=size)
-        result = bound.run(batch)
+        result = bound_run(bound, batch)
         assert result.shape == (size, 1)
         np.testing.assert_allclose(result, plain(batch), rtol=0, atol=1e-6)
-    first = bound.run(random_batch(2, seed=2))
-    bound.run(random_batch(2, seed=3))
+    first = bound_run(bound, random_batch(2, seed=2))
+    bound_run(bound, random_batch(2, seed=3))
     np.testing.assert_allclose(first, plain(random_batch(2, seed=2)), atol=1e-6)  # answers are copies, not views
     with pytest.raises(ValueError, match="larger than the largest bucket, 8"):
-        bound.run(random_batch(9))
+        bound_run(bound, random_batch(9))
     with pytest.raises(ValueError, match="expected \\[N, 1, 28, 28\\]"):
-        bound.run(np.zeros((1, 1, 27, 28), dtype=np.float32))
+        bound_run(bound, np.zeros((1, 1, 27, 28), dtype=np.float32))
 
 
 def test_pinned_buffers_are_registered_and_fall_back_to_pageable() -> None:
@@ -66,14 +71,14 @@ def test_pinned_buffers_are_registered_and_fall_back_to_pageable() -> None:
         registered.append(array.shape)
         return True
 
-    bound = BoundSession(session, input_name="input", output_name="probabilities", input_shape=(1, 28, 28),
-                         num_outputs=1, buckets=(1, 4), pinned=True, pin=pin)  # fmt: skip
+    bound = BoundSession(session, input_name="input", output_shapes={"probabilities": (1,)},
+                         input_shape=(1, 28, 28), buckets=(1, 4), pinned=True, pin=pin)  # fmt: skip
     bound.prepare()
     assert bound.memory == "pinned" and registered == [(1, 1, 28, 28), (1, 1), (4, 1, 28, 28), (4, 1)]
-    np.testing.assert_allclose(bound.run(random_batch(3)), plain(random_batch(3)), atol=1e-6)
-    failing = BoundSession(session, input_name="input", output_name="probabilities", input_shape=(1, 28, 28),
-                           num_outputs=1, buckets=(1,), pinned=True, pin=lambda array: False)  # fmt: skip
-    np.testing.assert_allclose(failing.run(random_batch(1)), plain(random_batch(1)), atol=1e-6)
+    np.testing.assert_allclose(bound_run(bound, random_batch(3)), plain(random_batch(3)), atol=1e-6)
+    failing = BoundSession(session, input_name="input", output_shapes={"probabilities": (1,)},
+                           input_shape=(1, 28, 28), buckets=(1,), pinned=True, pin=lambda array: False)  # fmt: skip
+    np.testing.assert_allclose(bound_run(failing, random_batch(1)), plain(random_batch(1)), atol=1e-6)
     assert failing.memory == "pageable"
     from service.binding import cuda_host_register
 
@@ -114,6 +119,19 @@ def test_warm_up_runs_every_batch_shape() -> None:
     unbound = load_model(tiny_model(), provider="cpu")
     assert unbound.bound is None and unbound.batch_shapes == (1,)  # the CPU default: plain session.run
     np.testing.assert_allclose(model.predict(random_batch(5)), unbound.predict(random_batch(5)), atol=1e-6)
+
+
+def test_binding_carries_the_ood_score_output() -> None:
+    """The bundled model has a second output (ood_score [N]): it is bound too, and answers as unbound."""
+    bound = load_model(BUNDLED_MODEL, provider="cpu", io_binding=True, max_batch_size=3)
+    plain_model = load_model(BUNDLED_MODEL, provider="cpu")
+    assert bound.has_ood and bound.bound is not None
+    bound.warm_up()
+    batch = np.random.default_rng(0).standard_normal((3, *bound.input_shape)).astype(np.float32)
+    (p_bound, s_bound), (p_plain, s_plain) = bound.predict(batch), plain_model.predict(batch)  # type: ignore[misc]
+    np.testing.assert_allclose(p_bound, p_plain, atol=1e-6)
+    np.testing.assert_allclose(s_bound, s_plain, rtol=1e-5, atol=1e-6)
+    assert s_bound.shape == (3,) and s_bound.dtype == np.float64
 
 
 def test_cuda_provider_options_and_batch_defaults() -> None:
