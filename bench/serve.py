@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import IO, Annotated
 
 import httpx
-import litserve as ls
 import numpy as np
 import onnxruntime as ort
 import uvicorn
@@ -144,34 +143,35 @@ def plain_app(model: Path) -> FastAPI:
     return app
 
 
-class OnnxLitAPI(ls.LitAPI):
-    """LitServe with its batching on: decode per request, one onnxruntime call per batch."""
-
-    def __init__(self, model: Path) -> None:
-        super().__init__(max_batch_size=8, batch_timeout=0.005)
-        self.model_path = model
-
-    def setup(self, device: str) -> None:
-        self.loaded = load_model(self.model_path, provider="cpu")
-
-    def decode_request(self, request):  # type: ignore[no-untyped-def]  # LitServe reads the annotation
-        return load_model_input(request["file"].file.read(), self.loaded.record.preprocessing)
-
-    def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
-        return np.stack(inputs)
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        answer = self.loaded.predict(batch)  # (probabilities, ood_score) for a model with that output
-        return answer[0] if isinstance(answer, tuple) else answer
-
-    def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
-        return list(output)
-
-    def encode_response(self, output: np.ndarray) -> dict[str, list[float]]:
-        return {"probabilities": output.tolist()}
-
-
 def litserve_main(model: Path, port: int) -> None:
+    import litserve as ls  # here only: bench/gpu_serve.py imports this module where LitServe is not installed
+
+    class OnnxLitAPI(ls.LitAPI):
+        """LitServe with its batching on: decode per request, one onnxruntime call per batch."""
+
+        def __init__(self, model: Path) -> None:
+            super().__init__(max_batch_size=8, batch_timeout=0.005)
+            self.model_path = model
+
+        def setup(self, device: str) -> None:
+            self.loaded = load_model(self.model_path, provider="cpu")
+
+        def decode_request(self, request):  # type: ignore[no-untyped-def]  # LitServe reads the annotation
+            return load_model_input(request["file"].file.read(), self.loaded.record.preprocessing)
+
+        def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
+            return np.stack(inputs)
+
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            answer = self.loaded.predict(batch)  # (probabilities, ood_score) for a model with that output
+            return answer[0] if isinstance(answer, tuple) else answer
+
+        def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
+            return list(output)
+
+        def encode_response(self, output: np.ndarray) -> dict[str, list[float]]:
+            return {"probabilities": output.tolist()}
+
     server = ls.LitServer(OnnxLitAPI(model), accelerator="cpu", workers_per_device=1)
     server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False)
 

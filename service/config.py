@@ -21,6 +21,13 @@ Variant = Literal["auto", "fp32", "fp16", "int8"]
 LogFormat = Literal["json", "text"]
 RouteGroup = Literal["health", "metrics", "docs", "ui"]
 InlineIdle = Literal["auto", "on", "off"]
+Switch = Literal["auto", "on", "off"]
+Decoder = Literal["auto", "host", "nvimgcodec"]
+CudnnSearch = Literal["exhaustive", "heuristic", "default"]
+CUDA_PROVIDER = "CUDAExecutionProvider"
+# Batching defaults by provider: (images, ms). On the CPU a batch gains little and waiting costs latency; on a
+# GPU a batch of 64 costs about what one of 8 does, so it is worth a short wait for the batch to fill.
+BATCH_DEFAULTS = {"cpu": (16, 5.0), "cuda": (64, 2.0)}
 
 
 class Settings(BaseSettings):
@@ -38,8 +45,12 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=15.0, ge=0, description="on SIGTERM, how long queued work may drain")
     host: str = Field(default="0.0.0.0", description="address to bind; 127.0.0.1 behind a local TLS proxy")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 picks a free one")
-    max_batch_size: int = Field(default=16, ge=1, description="most images merged into one onnxruntime call")
-    max_batch_delay_ms: float = Field(default=5.0, ge=0, description="longest wait for a batch to fill")
+    max_batch_size: int | None = Field(
+        default=None, ge=1, description="most images in one onnxruntime call; default 16 on the CPU, 64 on CUDA"
+    )
+    max_batch_delay_ms: float | None = Field(
+        default=None, ge=0, description="longest wait for a batch to fill; default 5 ms on the CPU, 2 ms on CUDA"
+    )
     inline_idle: InlineIdle = Field(
         default="auto",
         description="run an image on its decode thread when the model is idle and nothing is queued, instead of "
@@ -61,6 +72,29 @@ class Settings(BaseSettings):
         default=True, description="refuse DICOMs outside the record's intended use (422 outside_intended_use)"
     )
     provider: Provider = Field(default="auto", description="onnxruntime execution provider")
+    cuda_device: int = Field(default=0, ge=0, description="CUDA device index (onnxruntime and the GPU decoder)")
+    cudnn_conv_algo_search: CudnnSearch = Field(
+        default="exhaustive",
+        description="cuDNN convolution algorithms: exhaustive = the fastest, timed once per convolution and batch "
+        "shape during warm-up (never on a request); heuristic = cuDNN's guess (quicker start); default = fixed",
+    )
+    cuda_mem_limit_mb: int = Field(
+        default=8192,
+        ge=0,
+        description="onnxruntime's CUDA memory arena per model, grown by what is asked (no doubling) up to this; "
+        "0 = the GPU's memory",
+    )
+    io_binding: Switch = Field(
+        default="auto",
+        description="onnxruntime I/O binding: batches written into preallocated buffers (pinned on CUDA, padded "
+        "to a few batch shapes, all warmed up); auto = on for CUDA",
+    )
+    decoder: Decoder = Field(
+        default="auto",
+        description="image decoder: host (Pillow, pydicom); nvimgcodec (JPEGs on the GPU with NVIDIA "
+        "nvImageCodec, the rest on the host; host with a log line when it or the GPU is missing); auto = "
+        "nvimgcodec when the model runs on CUDA and nvImageCodec is installed",
+    )
     intra_op_threads: int = Field(
         default=0,
         ge=0,
@@ -115,6 +149,15 @@ class Settings(BaseSettings):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
         return value
 
+    def batch_limits(self, provider: str) -> tuple[int, float]:
+        """(most images per batch, longest wait in seconds) for a model served by this onnxruntime provider."""
+        size, delay_ms = BATCH_DEFAULTS["cuda" if provider == CUDA_PROVIDER else "cpu"]
+        if self.max_batch_size is not None:
+            size = self.max_batch_size
+        if self.max_batch_delay_ms is not None:
+            delay_ms = self.max_batch_delay_ms
+        return size, delay_ms / 1e3
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -124,7 +167,7 @@ class Settings(BaseSettings):
 
     def inline_when_idle(self, provider: str) -> bool:
         """Whether a model served by this onnxruntime provider runs idle-time images inline (`inline_idle`)."""
-        return self.inline_idle == "on" or (self.inline_idle == "auto" and provider != "CUDAExecutionProvider")
+        return self.inline_idle == "on" or (self.inline_idle == "auto" and provider != CUDA_PROVIDER)
 
     def model_lanes(self, provider: str) -> int:
         """Model calls at once for a model served by this provider (`model_concurrency`)."""
@@ -136,7 +179,10 @@ class Settings(BaseSettings):
     def decode_workers(self) -> int:
         return self.decode_threads or usable_cores()
 
-    @field_validator("provider", "log_level", "variant", "log_format", "inline_idle", mode="before")
+    @field_validator(
+        "provider", "log_level", "variant", "log_format", "inline_idle", "io_binding", "decoder",
+        "cudnn_conv_algo_search", mode="before",
+    )  # fmt: skip
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

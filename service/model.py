@@ -1,12 +1,20 @@
-"""Load one ONNX file and its record, choose the onnxruntime provider, run batches (with heatmaps if asked)."""
+"""Load one ONNX file and its record, choose the onnxruntime provider, run batches (with heatmaps if asked).
+
+On CUDA the session gets its provider options from the settings (`CudaOptions`: device, cuDNN's convolution
+algorithm search, a bounded memory arena) and runs batches through I/O binding with pinned buffers
+(`service.binding`); the warm-up runs every batch shape the batcher can form, so no request pays for cuDNN's
+search or an arena extension.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -16,6 +24,7 @@ from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
 from medcore.record import ONNX_METADATA_KEY, VARIANT_FILES, ModelRecord, RecordError
 from medcore.record import ONNX_OOD_OUTPUT_NAME as OOD_NAME
 from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
+from service.binding import BoundSession, batch_buckets
 from service.config import usable_cores
 
 CPU = "CPUExecutionProvider"
@@ -31,6 +40,37 @@ logger = logging.getLogger(__name__)
 
 class ModelLoadError(RuntimeError):
     """The model file cannot be served: missing, wrong contract, or the provider is unavailable."""
+
+
+CudnnSearch = Literal["exhaustive", "heuristic", "default"]
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """onnxruntime's CUDA provider options, from the settings (`SERVE_CUDA_*`, `SERVE_CUDNN_CONV_ALGO_SEARCH`).
+
+    `cudnn_conv_algo_search` "exhaustive" times every cuDNN algorithm once per convolution and input shape and
+    keeps the fastest: the best kernels, paid for at start by the warm-up of every batch shape (a few seconds),
+    never by a request. "heuristic" takes cuDNN's guess without timing (faster start, sometimes slower
+    kernels); "default" a fixed algorithm. The arena grows by what each allocation asks for (not by doubling)
+    up to `mem_limit_mb` (0: up to the GPU's memory), so the largest batch's warm-up proves the limit suffices.
+    """
+
+    device_id: int = 0
+    cudnn_conv_algo_search: CudnnSearch = "exhaustive"
+    mem_limit_mb: int = 8192
+
+    def provider_options(self) -> dict[str, str]:
+        options = {
+            "device_id": str(self.device_id),
+            "cudnn_conv_algo_search": self.cudnn_conv_algo_search.upper(),
+            "arena_extend_strategy": "kSameAsRequested",
+            "cudnn_conv_use_max_workspace": "1",
+            "do_copy_in_default_stream": "1",
+        }
+        if self.mem_limit_mb:
+            options["gpu_mem_limit"] = str(self.mem_limit_mb * 2**20)
+        return options
 
 
 def choose_provider(requested: str, available: Sequence[str]) -> str:
@@ -62,6 +102,8 @@ class LoadedModel:
     # A one-thread session of the same file for calls made while another call runs (auto threads on the CPU
     # when `session` has several): two one-thread calls on two cores beat two calls that each split over both.
     shared_session: ort.InferenceSession | None = None
+    # I/O binding with preallocated buffers per batch shape (pinned on CUDA); None: plain `session.run`.
+    bound: BoundSession | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -72,8 +114,16 @@ class LoadedModel:
     def variant(self) -> str:
         return self.record.variant
 
+    @property
+    def batch_shapes(self) -> tuple[int, ...]:
+        """The batch sizes the model is run with (and warmed up at): the binding's buckets, else batch 1."""
+        return self.bound.buckets if self.bound is not None else (1,)
+
     def predict(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """float32 [N, C, H, W] -> probabilities [N, L], or (probabilities, ood_score [N]) when `has_ood`."""
+        if self.bound is not None and len(batch) <= self.bound.max_batch_size:
+            outputs = self.bound.run(batch)
+            return (outputs[0], outputs[1].astype(np.float64)) if self.has_ood else outputs[0]
         return self._run(self.session, batch)
 
     def predict_shared(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -102,33 +152,47 @@ class LoadedModel:
         return np.asarray(probabilities), maps
 
     def warm_up(self) -> None:
-        """One inference on a zero image, so the first request does not pay for lazy initialisation."""
-        answer = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
-        probabilities, scores = answer if isinstance(answer, tuple) else (answer, None)
-        if scores is not None and scores.shape != (1,):
-            raise ModelLoadError(f"warm-up {OOD_NAME!r} has shape {list(scores.shape)}, expected [1]")
-        if probabilities.shape != (1, self.record.num_outputs):
-            raise ModelLoadError(
-                f"warm-up output has shape {list(probabilities.shape)}, "
-                f"expected [1, {self.record.num_outputs}] for labels {list(self.record.labels)}"
-            )
+        """One inference on zero images at every batch shape (`batch_shapes`), on the calling thread (the
+        batch worker's, whose bound buffers are allocated here), so no request pays for lazy initialisation,
+        a cuDNN algorithm search or an arena extension."""
+        if self.bound is not None:
+            self.bound.prepare()
+        for size in self.batch_shapes:
+            answer = self.predict(np.zeros((size, *self.input_shape), dtype=np.float32))
+            probabilities, scores = answer if isinstance(answer, tuple) else (answer, None)
+            if scores is not None and scores.shape != (size,):
+                raise ModelLoadError(f"warm-up {OOD_NAME!r} has shape {list(scores.shape)}, expected [{size}]")
+            if probabilities.shape != (size, self.record.num_outputs):
+                raise ModelLoadError(
+                    f"warm-up output has shape {list(probabilities.shape)}, "
+                    f"expected [{size}, {self.record.num_outputs}] for labels {list(self.record.labels)}"
+                )
 
 
 def load_model(
-    path: Path, *, provider: str = "auto", intra_op_threads: int = 0, expected_variant: str | None = None
+    path: Path,
+    *,
+    provider: str = "auto",
+    intra_op_threads: int = 0,
+    expected_variant: str | None = None,
+    cuda: CudaOptions | None = None,
+    io_binding: bool | None = None,
+    max_batch_size: int = 1,
 ) -> LoadedModel:
     """Open `path`, read its record from the ONNX metadata and check the I/O contract against it.
 
     `intra_op_threads` 0 on the CPU chooses by measurement: one thread when a batch-1 inference on one
     thread is under `SINGLE_THREAD_LIMIT_MS`, else one per usable core. `expected_variant` (fp32/fp16/int8,
-    from the file name in a model directory) must equal the record's.
+    from the file name in a model directory) must equal the record's. `io_binding` (None: on CUDA only) runs
+    batches of up to `max_batch_size` through preallocated bound buffers, padded to a few sizes on CUDA.
     """
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist; set SERVE_MODEL_PATH to an exported .onnx file")
     chosen = choose_provider(provider, ort.get_available_providers())
     auto = intra_op_threads == 0 and chosen == CPU
     threads = 1 if auto else intra_op_threads
-    session = _open_session(path, chosen, threads)
+    cuda = cuda or CudaOptions()
+    session = _open_session(path, chosen, threads, cuda)
     if session.get_providers()[0] != chosen:
         # onnxruntime-gpu installed but no usable GPU: onnxruntime fell back to the CPU on its own.
         if provider != "auto":
@@ -153,11 +217,23 @@ def load_model(
         if single_ms >= SINGLE_THREAD_LIMIT_MS:
             threads = cores
             shared_session = session
-            session = _open_session(path, chosen, threads)
+            session = _open_session(path, chosen, threads, cuda)
         logger.info(
             "onnxruntime intra-op threads: %d (batch-1 inference on one thread: %.1f ms; limit %.0f ms)",
             threads, single_ms, SINGLE_THREAD_LIMIT_MS,
         )  # fmt: skip
+    bound = None
+    if io_binding or (io_binding is None and chosen == CUDA):
+        on_cuda = chosen == CUDA
+        bound = BoundSession(
+            session,
+            input_name=INPUT_NAME,
+            output_shapes={OUTPUT_NAME: (record.num_outputs,), **({OOD_NAME: ()} if has_ood else {})},
+            input_shape=(record.preprocessing.channels, record.preprocessing.height, record.preprocessing.width),
+            buckets=batch_buckets(max_batch_size, pad=on_cuda),
+            pinned=on_cuda,
+        )
+        logger.info("onnxruntime I/O binding on %s buffers, batch shapes %s", bound.memory, list(bound.buckets))
     return LoadedModel(
         session=session,
         record=record,
@@ -166,10 +242,11 @@ def load_model(
         has_ood=has_ood,
         intra_op_threads=threads,
         shared_session=shared_session,
+        bound=bound,
     )
 
 
-def _open_session(path: Path, provider: str, intra_op_threads: int) -> ort.InferenceSession:
+def _open_session(path: Path, provider: str, intra_op_threads: int, cuda: CudaOptions) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
@@ -178,8 +255,25 @@ def _open_session(path: Path, provider: str, intra_op_threads: int) -> ort.Infer
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     # CPU stays listed behind CUDA for the few operators CUDA lacks; load_model still refuses a
     # session where CUDA silently failed to initialise.
-    providers = [CUDA, CPU] if provider == CUDA else [CPU]
+    providers: list[str | tuple[str, dict[str, str]]] = [CPU]
+    if provider == CUDA:
+        preload_cuda_libraries()
+        providers = [(CUDA, cuda.provider_options()), CPU]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load CUDA, cuDNN and cuBLAS from NVIDIA's pip packages (the GPU image, a GPU virtualenv) before the first
+    CUDA session (`onnxruntime.preload_dlls`); a system-wide CUDA on the loader's path needs none of it."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # then the loader's path must hold them; the session says so if it does not
+        failure = f"{type(exc).__name__}: {exc}"
+        logger.warning("onnxruntime.preload_dlls failed (%s); using the system CUDA libraries", failure)
 
 
 def _batch1_ms(session: ort.InferenceSession, record: ModelRecord) -> float:

@@ -41,11 +41,13 @@ from typing import Any
 import numpy as np
 
 from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, load_model_input
+from medcore.imaging.decode import PixelDecoder
+from medcore.imaging.gpu_decode import select_pixel_decoder
 from medcore.record import VARIANT_FILES, ModelRecord
 from service.batching import BatchResult, DeadlineExceededError, MicroBatcher, moving_average
 from service.config import Settings
 from service.errors import ServiceError
-from service.model import CUDA, LoadedModel, ModelLoadError, choose_provider, load_model
+from service.model import CUDA, CudaOptions, LoadedModel, ModelLoadError, choose_provider, load_model
 
 # (name, version, images, seconds) of each model call: the metrics label each model's own series.
 ModelBatchObserver = Callable[[str, str, int, float], None]
@@ -98,6 +100,7 @@ class ServedModel:
     intended_use_gate: bool = True
     is_default: bool = False
     on_decode: Callable[[float], None] | None = None  # seconds spent decoding one image (the metric)
+    pixels: PixelDecoder | None = None  # the GPU decoder (SERVE_DECODER); None: the host decoder
     recent_decode_s: float = field(default=0.0, init=False)  # moving average of the seconds one decode takes
 
     @property
@@ -144,6 +147,7 @@ class ServedModel:
             max_pixels=self.max_pixels,
             max_bytes=self.max_bytes,
             intended_use=self.record.intended_use if self.intended_use_gate else None,
+            pixels=self.pixels,
         )
 
     async def infer(self, inputs: np.ndarray, *, deadline: float | None = None, explain: bool = False) -> BatchResult:
@@ -310,28 +314,25 @@ def build_registry(
     on_decode: Callable[[float], None] | None = None,
 ) -> ModelRegistry:
     """Load every model the settings name and give each a batcher (not started yet)."""
+    import onnxruntime as ort
+
+    chosen = choose_provider(settings.provider, ort.get_available_providers())
+    pixels = select_pixel_decoder(settings.decoder, on_gpu=chosen == CUDA, device_id=settings.cuda_device)
     decoder = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
-    provider = settings.provider
-    make = partial(_serve_one, settings=settings, decoder=decoder, on_batch=on_batch, on_decode=on_decode)
+    make = partial(
+        _serve_one, settings=settings, decoder=decoder, on_batch=on_batch, on_decode=on_decode, pixels=pixels
+    )
     entries: dict[str, dict[str, ServedModel]] = {}
     if settings.model_path is not None:
-        served = make(load_model(settings.model_path, provider=provider, intra_op_threads=settings.intra_op_threads))
+        served = make(_load(settings.model_path, settings, chosen))
         entries[served.name] = {served.version: served}
     else:
-        import onnxruntime as ort
-
-        chosen = choose_provider(provider, ort.get_available_providers())
         for found in find_models(settings.model_dir):
             try:
                 variant = choose_variant(settings.variant, found.files, chosen)
             except ModelLoadError as exc:
                 raise ModelLoadError(f"{found.folder.relative_to(settings.model_dir)}: {exc}") from None
-            loaded = load_model(
-                found.files[variant],
-                provider=provider,
-                intra_op_threads=settings.intra_op_threads,
-                expected_variant=variant,
-            )
+            loaded = _load(found.files[variant], settings, chosen, expected_variant=variant)
             name, version = found.folder.parent.name, found.folder.name
             if (loaded.record.name, loaded.record.version) != (name, version):
                 raise ModelLoadError(
@@ -344,6 +345,19 @@ def build_registry(
     return registry
 
 
+def _load(path: Path, settings: Settings, chosen: str, expected_variant: str | None = None) -> LoadedModel:
+    """`load_model` with the settings' provider, threads, CUDA options, I/O binding and batch size."""
+    return load_model(
+        path,
+        provider=settings.provider,
+        intra_op_threads=settings.intra_op_threads,
+        expected_variant=expected_variant,
+        cuda=CudaOptions(settings.cuda_device, settings.cudnn_conv_algo_search, settings.cuda_mem_limit_mb),
+        io_binding=None if settings.io_binding == "auto" else settings.io_binding == "on",
+        max_batch_size=settings.batch_limits(chosen)[0],
+    )
+
+
 def _serve_one(
     loaded: LoadedModel,
     *,
@@ -352,11 +366,13 @@ def _serve_one(
     on_batch: ModelBatchObserver | None,
     on_decode: Callable[[float], None] | None = None,
     variants: tuple[str, ...] | None = None,
+    pixels: PixelDecoder | None = None,
 ) -> ServedModel:
+    max_batch_size, max_batch_delay_s = settings.batch_limits(loaded.provider)
     batcher = MicroBatcher(
         loaded.predict,
-        max_batch_size=settings.max_batch_size,
-        max_batch_delay_s=settings.max_batch_delay_ms / 1e3,
+        max_batch_size=max_batch_size,
+        max_batch_delay_s=max_batch_delay_s,
         queue_limit=settings.queue_limit,
         warm_up=loaded.warm_up,
         on_batch=partial(on_batch, loaded.record.name, loaded.record.version) if on_batch else None,
@@ -375,6 +391,7 @@ def _serve_one(
         max_bytes=settings.max_decode_bytes,
         intended_use_gate=settings.intended_use_gate,
         on_decode=on_decode,
+        pixels=pixels,
     )
 
 

@@ -98,14 +98,22 @@ def test_dockerfile_targets_are_non_root_with_a_readiness_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
     runtime = {stage.split()[2]: stage for stage in stages if " AS " in stage.splitlines()[0]}
-    assert {"cpu-deps", "cpu", "gpu-deps", "gpu"} <= set(runtime), sorted(runtime)
+    assert {"base", "cpu-deps", "gpu-deps", "runtime", "cpu", "gpu"} <= set(runtime), sorted(runtime)
+    # One shared runtime stage (user, code, model, healthcheck): the two images cannot drift apart.
+    shared = runtime["runtime"]
+    assert re.search(r"^USER 10001$", shared, flags=re.MULTILINE), "runtime: not switched to a non-root user"
+    assert "HEALTHCHECK" in shared and "/health/ready" in shared, "runtime: no readiness HEALTHCHECK"
+    assert "COPY models ./models" in shared and "WORKDIR /app" in shared, "runtime: no bundled model"
+    assert shared.startswith("base AS runtime") and runtime["cpu-deps"].startswith("base AS")
     for target in ("cpu", "gpu"):
         stage = runtime[target]
-        assert re.search(r"^USER 10001$", stage, flags=re.MULTILINE), f"{target}: not switched to a non-root user"
-        assert "HEALTHCHECK" in stage and "/health/ready" in stage, f"{target}: no readiness HEALTHCHECK"
-        assert "COPY models ./models" in stage and "WORKDIR /app" in stage, f"{target}: no bundled model"
+        assert stage.startswith("runtime AS"), f"{target}: not built on the shared runtime stage"
+        assert f"COPY --from={target}-deps /opt/venv /opt/venv" in stage, f"{target}: not its own venv"
+        assert not re.search(r"^(USER|HEALTHCHECK|RUN|CMD)", stage, flags=re.MULTILINE), f"{target}: repeats setup"
         assert "pip uninstall -y -q pip setuptools" in runtime[f"{target}-deps"], f"{target}: pip left in the venv"
-    assert "nvidia/cuda:13." in text and "requirements-serve-gpu.txt" in runtime["gpu-deps"]
+    assert "requirements-serve-gpu.txt" in runtime["gpu-deps"] and "SERVE_PROVIDER=cuda" in runtime["gpu"]
+    order = list(runtime)
+    assert order.index("cpu") < order.index("gpu-deps"), "the legacy builder would build the GPU venv for --target cpu"
     assert text.rstrip().endswith("FROM cpu"), "the default target must be the CPU image"
 
 
@@ -120,8 +128,12 @@ def test_pins_satisfy_pyproject_and_leave_torch_out() -> None:
             assert requirement.specifier.contains(pinned[name]), f"{path.name}: {name}=={pinned[name]} breaks {spec!r}"
         assert not {"torch", "torchvision"} & set(pinned), f"{path.name} pins torch"
     cpu, gpu = pins(REQUIREMENTS), pins(REQUIREMENTS_GPU)
-    assert cpu.keys() - {"onnxruntime"} == gpu.keys() - {"onnxruntime-gpu"}, "the two pin files differ beyond ORT"
+    gpu_only = {name for name in gpu.keys() - cpu.keys() if name.startswith("nvidia-")}  # CUDA, cuDNN, nvJPEG
+    assert cpu.keys() - {"onnxruntime"} == gpu.keys() - {"onnxruntime-gpu"} - gpu_only, "pin files differ beyond ORT"
     assert all(gpu[name] == version for name, version in cpu.items() if name != "onnxruntime")
+    minor = [".".join(pinned.split(".")[:2]) for pinned in (cpu["onnxruntime"], gpu["onnxruntime-gpu"])]
+    assert minor[0] == minor[1], f"onnxruntime {cpu['onnxruntime']} on the CPU, {gpu['onnxruntime-gpu']} on the GPU"
+    assert {"nvidia-cudnn-cu13", "nvidia-cublas", "nvidia-nvimgcodec-cu13", "nvidia-nvjpeg"} <= gpu_only
 
 
 def test_dockerignore_admits_what_the_image_copies() -> None:

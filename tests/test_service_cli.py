@@ -44,7 +44,7 @@ def test_help_lists_every_setting_and_exits_without_starting() -> None:
         assert row is not None, f"--help does not list {name}"
         assert field.description and field.description.split(";")[0] in row
     row = next(line for line in lines if line.startswith("max_batch_size "))
-    assert " 16 " in row  # the default
+    assert "default 16 on the CPU, 64 on CUDA" in row
     assert "one of auto, cpu, cuda" in next(line for line in lines if line.startswith("provider "))
 
 

@@ -39,7 +39,8 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert (settings.default_model, settings.variant, settings.deadline_ms) == (None, "auto", 2000.0)
     assert (settings.max_pending, settings.max_files, settings.drain_timeout_s) == (64, 16, 15.0)
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
-    assert (settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_limit) == (16, 5.0, 256)
+    assert (settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_limit) == (None, None, 256)
+    assert settings.batch_limits("CPUExecutionProvider") == (16, 0.005)  # None: by provider (16 on the CPU)
     assert settings.max_body_bytes == 20 * 1024 * 1024
     assert settings.max_image_pixels == DEFAULT_MAX_PIXELS
     assert (settings.provider, settings.intra_op_threads, settings.log_level) == ("auto", 0, "info")

@@ -128,3 +128,4 @@ def test_precision_choice_for_cuda_without_a_gpu(monkeypatch: pytest.MonkeyPatch
     assert cpu.dtype is None and not cpu.channels_last and not cpu.grad_scaler().is_enabled()
     assert compile_wanted(True, fp16) and not compile_wanted(True, cpu) and not compile_wanted(False, fp16)
     assert cpu.describe() == "cpu fp32"
+    assert bf16.describe() == "cuda bfloat16, channels-last"

@@ -285,6 +285,8 @@ class TrainConfig:
     batch_size: int = 64
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler)
+    amp_dtype: str = "auto"  # auto (as above; none on the CPU), bf16 or fp16: that dtype on any device
+    channels_last: bool | None = None  # channels-last tensors; None: on CUDA only
     compile: bool = False  # torch.compile the model (CUDA only; ignored with a warning on the CPU)
     seed: int = 0
     output_dir: str = "runs/default"
@@ -296,6 +298,8 @@ class TrainConfig:
         _within("batch_size", self.batch_size, 1, float("inf"))
         if not _DEVICE_PATTERN.match(self.device):
             raise ValueError(f"Invalid device {self.device!r}. Only auto, cpu, cuda, cuda:<index> are supported.")
+        if self.amp_dtype not in ("auto", "bf16", "fp16"):
+            raise ValueError(f"Invalid amp_dtype {self.amp_dtype!r}. Only auto, bf16 and fp16 are supported.")
         if not self.output_dir:
             raise ValueError("output_dir must not be empty")
 

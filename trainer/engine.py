@@ -20,6 +20,7 @@ from tqdm import tqdm
 from trainer.runtime import Precision
 
 Batches = DataLoader[tuple[torch.Tensor, torch.Tensor]]
+PROGRESS_EVERY = 20  # optimiser steps between progress-bar loss updates (each one waits for the GPU)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def train_one_epoch(
     """One pass over `loader`. With `accumulate` k, the gradients of k batches (each loss / k) are summed
     before one optimiser step, schedule step and EMA update; the epoch's last group may be shorter."""
     model.train()
-    start, total_loss, seen = time.perf_counter(), 0.0, 0
+    # The loss is summed on the device: reading it every step (`.item()`) would wait for the GPU each time.
+    start, total_loss, seen = time.perf_counter(), torch.zeros((), device=precision.device), 0
     bar = tqdm(loader, desc=description, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
     batches = len(loader)
     optimizer.zero_grad(set_to_none=True)
@@ -86,7 +88,7 @@ def train_one_epoch(
                 loss = criterion(model(images), targets)
             scaler.scale(loss / accumulate).backward()
         if not stepping:
-            total_loss += loss.item() * len(images)
+            total_loss += loss.detach().float() * len(images)
             seen += len(images)
             continue
         if clip_grad_norm is not None:
@@ -98,14 +100,16 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update_parameters(model)
-        total_loss += loss.item() * len(images)
+        total_loss += loss.detach().float() * len(images)
         seen += len(images)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+        if progress and not index % PROGRESS_EVERY:
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", refresh=False)
         if stop is not None and stop() and index + 1 < batches:  # after an optimiser step: a clean place to stop
             bar.close()
-            return EpochStats(total_loss / max(1, seen), seen, time.perf_counter() - start,
+            return EpochStats(total_loss.item() / max(1, seen), seen, time.perf_counter() - start,
                               float(scheduler.get_last_lr()[0]), stopped_after=index + 1)  # fmt: skip
-    return EpochStats(total_loss / max(1, seen), seen, time.perf_counter() - start, float(scheduler.get_last_lr()[0]))
+    mean_loss = total_loss.item() / max(1, seen)
+    return EpochStats(mean_loss, seen, time.perf_counter() - start, float(scheduler.get_last_lr()[0]))
 
 
 @torch.inference_mode()

@@ -83,7 +83,8 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
     )
     if resume is not None and resume.spec != spec:
         raise ValueError(f"checkpoint was trained as {resume.spec}; the config asks for {spec}")
-    precision = resolve_precision(local_device(resolve_device(config.device)), config.amp)
+    device = local_device(resolve_device(config.device))
+    precision = resolve_precision(device, config.amp, config.amp_dtype, config.channels_last)
     model = build_model(spec)
     if config.model.weights and resume is None:
         skipped = load_local_weights(model, config.model.weights)
@@ -91,11 +92,9 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
     if config.model.freeze_backbone:
         logger.info("backbone frozen: %.2fM parameters train no more", freeze_backbone(model) / 1e6)
     model = precision.place(model)
+    ema = build_ema(model, config.optim.ema_decay)
     if compile_wanted(config.compile, precision):
-        model.compile()  # in place: parameter names (state dicts, EMA, checkpoints) stay as they are
-    ema = None
-    if config.optim.ema_decay > 0:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema_decay), use_buffers=True)
+        compile_models(model, ema)
     train_labels = data.split("train").labels
     criterion = build_criterion(data.task, train_labels, config.optim.label_smoothing).to(precision.device)
     augment = ClassificationPresetTrain(recipe, config.augment)
@@ -134,6 +133,24 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
 def optimizer_steps(batches: int, config: TrainConfig) -> int:
     """Optimiser steps per epoch: one per `optim.accumulate` batches, the last group possibly shorter."""
     return -(-batches // config.optim.accumulate)
+
+
+def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of `model`'s weights (and buffers); None when `decay` is 0.
+
+    Built from the uncompiled network: `AveragedModel` deep-copies it, and a copy of a module compiled in
+    place would still call the original's forward, so "the EMA" would evaluate the live weights."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def compile_models(model: nn.Module, ema: AveragedModel | None, backend: str = "inductor") -> None:
+    """torch.compile the network and its EMA copy, each in place and on its own weights (parameter names in
+    state dicts and checkpoints stay as they are). Call it after `build_ema`."""
+    model.compile(backend=backend)
+    if ema is not None:
+        ema.module.compile(backend=backend)
 
 
 def compile_wanted(requested: bool, precision: Precision) -> bool:

@@ -22,23 +22,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass(frozen=True)
 class Precision:
-    """Autocast settings: bf16 where the GPU supports it, else fp16 with a GradScaler; fp32 on the CPU."""
+    """Autocast dtype (None: fp32), memory format and loss scaling of one run.
+
+    The default (`resolve_precision`): bf16 where the GPU supports it, else fp16 with a GradScaler, and
+    channels-last, on CUDA; fp32 on the CPU. The same settings run on the CPU when asked for (CPU autocast
+    in bf16 or fp16, channels-last tensors): that is how the CUDA code paths are exercised without a GPU.
+    """
 
     device: torch.device
     dtype: torch.dtype | None
+    channels_last: bool = False
 
     @property
     def needs_scaler(self) -> bool:
         return self.dtype == torch.float16
 
-    @property
-    def channels_last(self) -> bool:
-        return self.device.type == "cuda"
-
     def place(self, model: nn.Module) -> nn.Module:
-        """Move `model` to the device (channels-last on CUDA, where convolutions run faster)."""
+        """Move `model` to the device (channels-last when set: on CUDA, where convolutions run faster)."""
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
@@ -51,13 +56,27 @@ class Precision:
         return torch.amp.GradScaler(self.device.type, enabled=self.needs_scaler)
 
     def describe(self) -> str:
-        return f"{self.device} {'fp32' if self.dtype is None else str(self.dtype).removeprefix('torch.')}"
+        dtype = "fp32" if self.dtype is None else str(self.dtype).removeprefix("torch.")
+        return f"{self.device} {dtype}{', channels-last' if self.channels_last else ''}"
 
 
-def resolve_precision(device: torch.device, amp: bool) -> Precision:
-    if device.type != "cuda" or not amp:
-        return Precision(device, None)
-    return Precision(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+def resolve_precision(
+    device: torch.device, amp: bool, amp_dtype: str = "auto", channels_last: bool | None = None
+) -> Precision:
+    """`amp` with `amp_dtype` "auto": bf16 on a GPU that supports it, else fp16 (with a GradScaler), and no
+    autocast on the CPU. "bf16" or "fp16" force that dtype on any device (CPU autocast on the CPU).
+    `channels_last` None: on CUDA only."""
+    cuda = device.type == "cuda"
+    layout = cuda if channels_last is None else channels_last
+    if not amp:
+        return Precision(device, None, layout)
+    if amp_dtype == "auto":
+        if not cuda:
+            return Precision(device, None, layout)
+        return Precision(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16, layout)
+    if amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"Invalid amp_dtype {amp_dtype!r}. Only auto, bf16 and fp16 are supported.")
+    return Precision(device, AMP_DTYPES[amp_dtype], layout)
 
 
 def seed_everything(seed: int) -> None:

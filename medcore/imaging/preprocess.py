@@ -9,7 +9,7 @@ from PIL import Image
 
 from medcore.imaging.budget import DEFAULT_MAX_DECODE_BYTES
 from medcore.imaging.channels import decode_channels
-from medcore.imaging.decode import DEFAULT_MAX_PIXELS, decode_image
+from medcore.imaging.decode import DEFAULT_MAX_PIXELS, PixelDecoder, decode_image
 from medcore.imaging.intended_use import check_intended_use
 from medcore.record import IntendedUse, Interpolation, Preprocessing
 
@@ -95,12 +95,14 @@ def load_model_input(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     intended_use: IntendedUse | None = None,
+    pixels: PixelDecoder | None = None,
 ) -> np.ndarray:
     """Image file bytes -> float32 CHW model input, exactly as the model was trained to see it.
 
     `max_bytes` is the decode budget (budget.py); with `intended_use`, a DICOM outside it raises
     `OutsideIntendedUseError` before its pixels are decoded. A stacked-channel recipe reads one
-    multi-page TIFF (a page per channel); see `load_stacked_input`.
+    multi-page TIFF (a page per channel); see `load_stacked_input`. `pixels`: an accelerated decoder
+    for the files it accepts (`decode_image`).
     """
     check_intended_use(data, intended_use, max_bytes=max_bytes)
     if not is_single_image(recipe):
@@ -111,6 +113,7 @@ def load_model_input(
         max_pixels=max_pixels,
         min_side=max(recipe.height, recipe.width),
         max_bytes=max_bytes,
+        pixels=pixels,
     )
     return preprocess_image(image, recipe)
 
