@@ -88,15 +88,21 @@ def test_stow_bodies_that_are_not_dicom_multiparts_are_4xx_naming_the_part(model
         with running_server(settings) as server, server.client() as client:
             content_type, body = encode_related([good, b"just some text, not DICOM"])
             not_dicom = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
-            typed = body.replace(b"Content-Type: application/dicom\r\n\r\njust", b"Content-Type: text/plain\r\n\r\njust")
+            typed = body.replace(
+                b"Content-Type: application/dicom\r\n\r\njust", b"Content-Type: text/plain\r\n\r\njust"
+            )
             text_part = client.post("/dicomweb/studies", content=typed, headers={"Content-Type": content_type})
             no_boundary = client.post(
-                "/dicomweb/studies", content=body, headers={"Content-Type": 'multipart/related; type="application/dicom"'}
+                "/dicomweb/studies",
+                content=body,
+                headers={"Content-Type": 'multipart/related; type="application/dicom"'},
             )
             wrong_boundary = client.post(
                 "/dicomweb/studies", content=body, headers={"Content-Type": content_type.replace("medimaging", "other")}
             )
-            cut = client.post("/dicomweb/studies", content=body[: len(body) // 2], headers={"Content-Type": content_type})
+            cut = client.post(
+                "/dicomweb/studies", content=body[: len(body) // 2], headers={"Content-Type": content_type}
+            )
             form = client.post("/dicomweb/studies", files={"file": ("x.dcm", good)})
             raw = client.post("/dicomweb/studies", content=good, headers={"Content-Type": "application/dicom"})
             samples = metric_samples(client)
