@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     dicom_max_inbox: int = Field(
         default=10000, ge=1, description="C-STORE instances accepted and not yet run before 0xA700 (retry later)"
     )
+    dicom_send_associations: int = Field(
+        default=2, ge=1, le=16, description="results sent at once: C-STORE associations (or STOW-RS requests) open"
+    )
     dicom_retry_base_s: float = Field(default=1.0, gt=0, description="first retry delay of a failed result send")
     dicom_retry_cap_s: float = Field(default=30.0, gt=0, description="longest delay between send retries")
     dicom_dead_letter_after_s: float = Field(

@@ -204,14 +204,31 @@ def make_sender(destination: Destination, ae_title: str, timeout_s: float, max_p
     return StowSender(destination, timeout_s)
 
 
-class DeliveryWorker:
-    """The asyncio task that sends due results and records each answer in the outbox."""
+@dataclass(eq=False)
+class _Lane:
+    """One sender (for C-STORE: one association) and the thread it blocks."""
 
-    def __init__(self, outbox: Outbox, sender: Sender, metrics: DicomMetrics) -> None:
+    sender: Sender
+    executor: ThreadPoolExecutor
+
+
+class DeliveryWorker:
+    """The asyncio task that sends due results over `lanes` senders at once and records each answer in the outbox.
+
+    Several lanes matter because a destination answers each C-STORE of an association in turn: its latency per
+    instance (Debian's Orthanc here: about 100 ms, whatever the sender) caps one association's rate. A result is
+    only ever in one lane's batch at a time."""
+
+    def __init__(self, outbox: Outbox, senders: list[Sender], metrics: DicomMetrics) -> None:
         self.outbox = outbox
-        self.sender = sender
         self.metrics = metrics
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-send")
+        self.lanes = [
+            _Lane(sender, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dicom-send-{n}"))
+            for n, sender in enumerate(senders)
+        ]
+        self._free = list(self.lanes)
+        self._running: dict[asyncio.Future[None], tuple[_Lane, list[OutboxItem]]] = {}
+        self._in_flight: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -227,24 +244,48 @@ class DeliveryWorker:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopping:
-            batch = self.outbox.due(time.time(), BATCH_SIZE)
-            if not batch:
-                await loop.run_in_executor(self.executor, self.sender.close_idle)
-                wait = self.outbox.next_due_in(time.time())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(IDLE_POLL_S, wait or IDLE_POLL_S))
-                self._wake.clear()
-                continue
-            try:
-                await loop.run_in_executor(self.executor, self._deliver, batch)
-            except Exception:  # a bug in sending must not end delivery; the items stay pending
-                logger.exception("a delivery round failed")
-                await asyncio.sleep(IDLE_POLL_S)
+            launched = self._launch()
+            if not launched and not self._running:
+                for lane in self._free:  # nothing to send: let idle associations go
+                    lane.executor.submit(lane.sender.close_idle)
+            wait = self.outbox.next_due_in(time.time())
+            wake: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+            waiting: set[asyncio.Future[Any]] = {wake, *self._running}
+            timeout = min(IDLE_POLL_S, wait or IDLE_POLL_S)
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            self._wake.clear()
+            self._collect(done)
 
-    def _deliver(self, batch: list[OutboxItem]) -> None:
-        answers = self.sender.send([(item, self.outbox.path(item)) for item in batch])
+    def _launch(self) -> bool:
+        """Spread the due results over the free lanes; True when any batch started."""
+        if not self._free:
+            return False
+        due = [i for i in self.outbox.due(time.time(), BATCH_SIZE * len(self.lanes)) if i.uid not in self._in_flight]
+        if not due:
+            return False
+        share = max(1, -(-len(due) // len(self._free)))
+        assert self._loop is not None
+        while due and self._free:
+            lane, batch, due = self._free.pop(), due[:share], due[share:]
+            self._in_flight.update(item.uid for item in batch)
+            future = self._loop.run_in_executor(lane.executor, self._deliver, lane.sender, batch)
+            self._running[future] = (lane, batch)
+        return True
+
+    def _collect(self, done: set[asyncio.Future[Any]]) -> None:
+        for future in done:
+            if future not in self._running:
+                continue
+            lane, batch = self._running.pop(future)
+            self._free.append(lane)
+            self._in_flight.difference_update(item.uid for item in batch)
+            if future.exception() is not None:  # a bug in sending must not end delivery; the items stay pending
+                logger.error("a delivery round failed (%s)", type(future.exception()).__name__)
+
+    def _deliver(self, sender: Sender, batch: list[OutboxItem]) -> None:
+        answers = sender.send([(item, self.outbox.path(item)) for item in batch])
         for item, answer in zip(batch, answers, strict=True):
             if answer.ok:
                 self.outbox.mark_sent(item)
@@ -255,7 +296,7 @@ class DeliveryWorker:
                 self.metrics.dead.inc()
 
     async def stop(self, timeout_s: float) -> None:
-        """Finish the send in progress (up to `timeout_s`), then stop; unsent results stay in the outbox."""
+        """Finish the sends in progress (up to `timeout_s`), then stop; unsent results stay in the outbox."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -263,5 +304,9 @@ class DeliveryWorker:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
             if not self._task.done():
                 self._task.cancel()
-        self.executor.submit(partial(self.sender.close_idle, force=True))
-        self.executor.shutdown(wait=True, cancel_futures=False)
+        if self._running:
+            done, _ = await asyncio.wait(set(self._running), timeout=timeout_s)
+            self._collect(done)
+        for lane in self.lanes:
+            lane.executor.submit(partial(lane.sender.close_idle, force=True))
+            lane.executor.shutdown(wait=True, cancel_futures=False)

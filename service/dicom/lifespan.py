@@ -99,8 +99,11 @@ async def _start(
         served, outbox, admission, metrics, heatmap_sc=settings.dicom_heatmap_sc, max_inbox=settings.dicom_max_inbox
     )
     destination = parse_destination(settings.dicom_destination)
-    sender = make_sender(destination, settings.dicom_ae_title, settings.dicom_timeout_s, settings.dicom_max_pdu)
-    worker = DeliveryWorker(outbox, sender, metrics)
+    senders = [
+        make_sender(destination, settings.dicom_ae_title, settings.dicom_timeout_s, settings.dicom_max_pdu)
+        for _ in range(settings.dicom_send_associations)
+    ]
+    worker = DeliveryWorker(outbox, senders, metrics)
     node.on_commit = worker.wake
     worker.start()
     runtime = DicomRuntime(node, outbox, worker)
