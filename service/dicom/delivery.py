@@ -1,11 +1,13 @@
 """Send the outbox to `SERVE_DICOM_DESTINATION`: C-STORE SCU (`dicom://AET@host:port`) or STOW-RS (`http(s)://`).
 
-The worker is one asyncio task; each send runs on its own thread (pynetdicom and urllib block), a batch of
-due results per association or request. Per result: accepted -> `Outbox.mark_sent`; refused for a reason a
-retry cannot change (a C-STORE failure status 0xA9xx, 0xCxxx, 0x0122, 0x0124; a STOW-RS Failure Reason other
-than 0xA7xx, or a 400/409/413/415 answer) -> dead letter at once; anything else (the destination down, an
-association rejected, a timeout, 0xA7xx, HTTP 5xx/401/403/404/408/429) -> retried with the outbox's backoff.
-Errors are recorded as stable codes (`connection_failed`, `status_0xa700`, `http_503`), never header values.
+The worker is one asyncio task spreading due results over `SERVE_DICOM_SEND_ASSOCIATIONS` lanes, each a
+sender on its own thread (pynetdicom and urllib block): a C-STORE lane keeps its association open between
+batches (released after `IDLE_RELEASE_S` idle), a STOW-RS lane posts one request per batch.
+Per result: accepted -> `Outbox.mark_sent`; refused for a reason a retry cannot change (a C-STORE failure
+status 0xA9xx, 0xCxxx, 0x0122, 0x0124; a STOW-RS Failure Reason other than 0xA7xx, or a 400/409/413/415 answer)
+-> dead letter at once; anything else (the destination down, an association rejected, a timeout, 0xA7xx, HTTP
+5xx/401/403/404/408/429) -> retried with the outbox's backoff. Errors are recorded as stable codes
+(`connection_failed`, `status_0xa700`, `http_503`), never header values.
 """
 
 from __future__ import annotations
