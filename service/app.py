@@ -50,6 +50,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Warm-up runs as each worker's first job: /health/live answers at once, /health/ready after it.
         registry.start()
         app.state.runtime = Runtime(registry=registry, admission=admission)
+        app.state.dicom = None
+        if settings.dicom_enabled:  # the C-STORE SCP, STOW-RS and the outbox, on the same registry and admission
+            from service.dicom.lifespan import check_dicom, start_dicom
+
+            if getattr(app.state, "check_only", False):  # --check: never bind the DICOM port or send the outbox
+                check_dicom(settings, registry)
+            else:
+                app.state.dicom = await start_dicom(settings, registry, admission, metrics.registry)
         drain = Drain(admission, settings.drain_timeout_s)
         drain.install(asyncio.get_running_loop())  # SIGTERM: stop admitting, drain, then let uvicorn exit
         app.state.drain = drain
@@ -60,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await key_reloader.stop()
             drain.uninstall()
+            if app.state.dicom is not None:
+                await app.state.dicom.stop(timeout_s=max(1.0, settings.drain_timeout_s))
             registry.close(timeout_s=max(1.0, settings.drain_timeout_s))
             logger.info("inference workers stopped")
 
