@@ -25,7 +25,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     SERVE_HOST=0.0.0.0 \
     SERVE_PORT=8000 \
     SERVE_MODEL_DIR=/app/models
-RUN useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent service
+# The DICOM outbox's mount point, owned by the service user and closed to others (results not yet delivered hold PHI);
+# a volume mounted there (compose `pacs` profile) takes this owner and mode.
+RUN useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent service \
+    && install -d -m 0700 -o 10001 -g 0 /var/lib/medimaging/dicom-outbox
 COPY --from=cpu-deps /opt/venv /opt/venv
 WORKDIR /app
 COPY models ./models
@@ -59,7 +62,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent service
+    && useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent service \
+    && install -d -m 0700 -o 10001 -g 0 /var/lib/medimaging/dicom-outbox
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
