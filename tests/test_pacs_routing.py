@@ -53,7 +53,7 @@ def routed(orthanc_factory: Callable[..., OrthancServer]) -> tuple[OrthancServer
 def copy_with_new_uids(source: Path, folder: Path, **attributes: str) -> Path:
     dataset = pydicom.dcmread(source)
     dataset.SOPInstanceUID = generate_uid()
-    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID(dataset.SOPInstanceUID)
     dataset.SeriesInstanceUID = generate_uid()
     for keyword, value in attributes.items():
         setattr(dataset, keyword, value)
@@ -65,7 +65,7 @@ def copy_with_new_uids(source: Path, folder: Path, **attributes: str) -> Path:
 def text_sr(folder: Path, study_uid: str) -> Path:
     """A Basic Text SR in the study: a non-image instance (no Rows) from an ordinary modality AE."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    meta.MediaStorageSOPClassUID = pydicom.uid.UID("1.2.840.10008.5.1.4.1.1.88.11")  # Basic Text SR
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     sr = Dataset()
@@ -98,13 +98,16 @@ def test_images_are_routed_to_the_ai_node_and_its_results_are_not(
 ) -> None:
     pacs, ai = routed
     study_uid = pydicom.dcmread(CHEST, stop_before_pixels=True).StudyInstanceUID
-    send = {"host": pacs.host, "port": pacs.dicom_port, "called_ae": pacs.ae_title}
+
+    def send(path: Path, calling_ae: str) -> None:
+        storescu([path], host=pacs.host, port=pacs.dicom_port, called_ae=pacs.ae_title, calling_ae=calling_ae)
+
     # What the AI node sends back: anything from its AE title, anything carrying its Manufacturer, and any non-image.
-    storescu([copy_with_new_uids(CHEST, tmp_path)], calling_ae=ai.ae_title, **send)
-    storescu([copy_with_new_uids(CHEST, tmp_path, Manufacturer="medimaging-platform")], calling_ae="MODALITY", **send)
-    storescu([text_sr(tmp_path, study_uid)], calling_ae="MODALITY", **send)
+    send(copy_with_new_uids(CHEST, tmp_path), ai.ae_title)
+    send(copy_with_new_uids(CHEST, tmp_path, Manufacturer="medimaging-platform"), "MODALITY")
+    send(text_sr(tmp_path, study_uid), "MODALITY")
     # Then an ordinary image from a modality: the one instance routed.
-    storescu([CHEST], calling_ae="MODALITY", **send)
+    send(CHEST, "MODALITY")
 
     [routed_id] = ai.wait_for_instances(1, timeout_s=30)
     assert ai.instance_tags(routed_id)["SOPInstanceUID"] == pydicom.dcmread(CHEST).SOPInstanceUID
