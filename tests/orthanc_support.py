@@ -14,6 +14,7 @@ Missing tools skip locally and FAIL under CI=true (`.ci/run` installs them), so 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 ORTHANC_BINARY = "Orthanc"
 # Debian's orthanc-dicomweb puts the plugin here (a symlink to /usr/lib/orthanc/libOrthancDicomWeb.so.<version>).
@@ -108,8 +111,114 @@ class DicomPeer:
         return [self.ae_title, self.host, self.port]
 
 
+class OrthancRest:
+    """Read what an Orthanc stored, over its REST API at `url` (a harness server, or the compose profile's)."""
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb base URL (what the service's SERVE_DICOM_DESTINATION takes for STOW-RS)."""
+        return f"{self.url}{DICOMWEB_ROOT.rstrip('/')}"
+
+    def client(self, timeout_s: float = 30.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout_s)
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        with self.client() as client:
+            response = client.get(path, params=params or None)
+            response.raise_for_status()
+            return response.json()
+
+    def instances(self) -> list[str]:
+        """Orthanc IDs of every stored instance."""
+        ids: list[str] = self.get_json("/instances")
+        return ids
+
+    def count_instances(self) -> int:
+        count: int = self.get_json("/statistics")["CountInstances"]
+        return count
+
+    def instance_tags(self, instance_id: str) -> dict[str, Any]:
+        """The instance's tags by keyword (Orthanc's simplified tags; sequences become lists of dicts)."""
+        tags: dict[str, Any] = self.get_json(f"/instances/{instance_id}/simplified-tags")
+        return tags
+
+    def instance_file(self, instance_id: str) -> bytes:
+        with self.client() as client:
+            response = client.get(f"/instances/{instance_id}/file")
+            response.raise_for_status()
+            return response.content
+
+    def instance_dataset(self, instance_id: str) -> Dataset:
+        """The stored instance as pydicom reads it."""
+        return pydicom.dcmread(io.BytesIO(self.instance_file(instance_id)))
+
+    def jobs(self, job_type: str | None = None) -> list[dict[str, Any]]:
+        """Orthanc's jobs (oldest first), of `job_type` if given (DicomModalityStore: a C-STORE it sent)."""
+        jobs: list[dict[str, Any]] = self.get_json("/jobs", expand="")
+        return [job for job in jobs if job_type is None or job["Type"] == job_type]
+
+    def find(self, level: str, **query: str) -> list[str]:
+        """Orthanc IDs at `level` (Patient, Study, Series, Instance) whose DICOM tags match `query` exactly."""
+        with self.client() as client:
+            response = client.post("/tools/find", json={"Level": level, "Query": query})
+            response.raise_for_status()
+            ids: list[str] = response.json()
+            return ids
+
+    def instance_by_uid(self, sop_instance_uid: str) -> str | None:
+        found = self.find("Instance", SOPInstanceUID=sop_instance_uid)
+        return found[0] if found else None
+
+    def study_series(self, study_instance_uid: str) -> list[dict[str, Any]]:
+        """The study's series (Orthanc's series records: MainDicomTags, Instances) or [] if the study is absent."""
+        studies = self.find("Study", StudyInstanceUID=study_instance_uid)
+        if not studies:
+            return []
+        series: list[dict[str, Any]] = self.get_json(f"/studies/{studies[0]}/series")
+        return series
+
+    def instances_of_modality(self, modality: str) -> list[str]:
+        """Orthanc IDs of the instances in series of `modality` (for example "SR")."""
+        ids: list[str] = []
+        for series_id in self.find("Series", Modality=modality):
+            ids.extend(self.get_json(f"/series/{series_id}")["Instances"])
+        return ids
+
+    def wait_for_instances(self, count: int, *, timeout_s: float = 60.0, modality: str | None = None) -> list[str]:
+        """Wait until at least `count` instances (of `modality`, if given) are stored; their Orthanc IDs."""
+        found: list[str] = []
+
+        def enough() -> bool:
+            nonlocal found
+            found = self.instances_of_modality(modality) if modality else self.instances()
+            return len(found) >= count
+
+        wait_until(
+            enough,
+            what=f"{count} {modality or ''} instance(s) in Orthanc (have {len(found)})",
+            timeout_s=timeout_s,
+            every_s=0.25,
+        )
+        return found
+
+
+class RemoteOrthanc(OrthancRest):
+    """An Orthanc this code did not start (for example the compose profile's container)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url.rstrip("/")
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+
 @dataclass
-class OrthancServer:
+class OrthancServer(OrthancRest):
     """One Orthanc process with its own configuration, storage and log under `workdir`."""
 
     workdir: Path
@@ -178,10 +287,6 @@ class OrthancServer:
         return f"http://{self.host}:{self.http_port}"
 
     @property
-    def dicomweb_url(self) -> str:
-        return f"{self.url}{DICOMWEB_ROOT.rstrip('/')}"
-
-    @property
     def peer(self) -> DicomPeer:
         """Orthanc itself as a DICOM destination (for example for the service's `dicom://AET@host:port`)."""
         return DicomPeer(self.ae_title, self.host, self.dicom_port)
@@ -242,80 +347,6 @@ class OrthancServer:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else "(no log)"
 
-    # --- REST helpers --------------------------------------------------------------------------------------------
-    def client(self, timeout_s: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout_s)
-
-    def get_json(self, path: str, **params: Any) -> Any:
-        with self.client() as client:
-            response = client.get(path, params=params or None)
-            response.raise_for_status()
-            return response.json()
-
-    def instances(self) -> list[str]:
-        """Orthanc IDs of every stored instance."""
-        ids: list[str] = self.get_json("/instances")
-        return ids
-
-    def count_instances(self) -> int:
-        count: int = self.get_json("/statistics")["CountInstances"]
-        return count
-
-    def instance_tags(self, instance_id: str) -> dict[str, Any]:
-        """The instance's tags by keyword (Orthanc's simplified tags; sequences become lists of dicts)."""
-        tags: dict[str, Any] = self.get_json(f"/instances/{instance_id}/simplified-tags")
-        return tags
-
-    def instance_file(self, instance_id: str) -> bytes:
-        with self.client() as client:
-            response = client.get(f"/instances/{instance_id}/file")
-            response.raise_for_status()
-            return response.content
-
-    def find(self, level: str, **query: str) -> list[str]:
-        """Orthanc IDs at `level` (Patient, Study, Series, Instance) whose DICOM tags match `query` exactly."""
-        with self.client() as client:
-            response = client.post("/tools/find", json={"Level": level, "Query": query})
-            response.raise_for_status()
-            ids: list[str] = response.json()
-            return ids
-
-    def instance_by_uid(self, sop_instance_uid: str) -> str | None:
-        found = self.find("Instance", SOPInstanceUID=sop_instance_uid)
-        return found[0] if found else None
-
-    def study_series(self, study_instance_uid: str) -> list[dict[str, Any]]:
-        """The study's series (Orthanc's series records: MainDicomTags, Instances) or [] if the study is absent."""
-        studies = self.find("Study", StudyInstanceUID=study_instance_uid)
-        if not studies:
-            return []
-        series: list[dict[str, Any]] = self.get_json(f"/studies/{studies[0]}/series")
-        return series
-
-    def instances_of_modality(self, modality: str) -> list[str]:
-        """Orthanc IDs of the instances in series of `modality` (for example "SR")."""
-        ids: list[str] = []
-        for series_id in self.find("Series", Modality=modality):
-            ids.extend(self.get_json(f"/series/{series_id}")["Instances"])
-        return ids
-
-    def wait_for_instances(self, count: int, *, timeout_s: float = 60.0, modality: str | None = None) -> list[str]:
-        """Wait until at least `count` instances (of `modality`, if given) are stored; their Orthanc IDs."""
-        found: list[str] = []
-
-        def enough() -> bool:
-            nonlocal found
-            found = self.instances_of_modality(modality) if modality else self.instances()
-            return len(found) >= count
-
-        wait_until(
-            enough,
-            what=f"{count} {modality or ''} instance(s) in Orthanc (have {len(found)})",
-            timeout_s=timeout_s,
-            every_s=0.25,
-        )
-        return found
-
 
 # --- dcmtk, the sending modality ---------------------------------------------------------------------------------
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
@@ -324,8 +355,6 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 
 def sop_class_and_syntax(path: Path) -> tuple[str, str]:
     """The file's SOP Class UID and transfer syntax (implicit VR little endian when it has no meta header)."""
-    import pydicom
-
     dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     meta = getattr(dataset, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or IMPLICIT_VR_LITTLE_ENDIAN)

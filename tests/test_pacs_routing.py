@@ -89,8 +89,7 @@ def text_sr(folder: Path, study_uid: str) -> Path:
 
 
 def forward_jobs(pacs: OrthancServer) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = pacs.get_json("/jobs", expand="")
-    return [job for job in jobs if job["Type"] == "DicomModalityStore"]
+    return pacs.jobs("DicomModalityStore")
 
 
 def test_images_are_routed_to_the_ai_node_and_its_results_are_not(
