@@ -18,9 +18,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.errors import RETRY_AFTER_S, error_response
 from service.limits import discard_body
 
-# POST routes that do inference work: /predict, /v1/models/{name}[/versions/{v}]/predict, the OIP infer.
+# POST routes that do inference work: /predict, /v1/models/{name}[/versions/{v}]/predict, the OIP infer, STOW-RS.
 _VERSION = r"(/versions/[^/]+)?"
-GUARDED_PATH = re.compile(rf"^/(predict|v1/models/[^/]+{_VERSION}/predict|v2/models/[^/]+{_VERSION}/infer)/?$")
+GUARDED_PATH = re.compile(
+    rf"^/(predict|v1/models/[^/]+{_VERSION}/predict|v2/models/[^/]+{_VERSION}/infer|dicomweb/studies(/[^/]+)?)/?$"
+)
 
 
 class Admission:

@@ -47,6 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Warm-up runs as each worker's first job: /health/live answers at once, /health/ready after it.
         registry.start()
         app.state.runtime = Runtime(registry=registry, admission=admission)
+        app.state.dicom = None
+        if settings.dicom_enabled:  # the C-STORE SCP, STOW-RS and the outbox, on the same registry and admission
+            from service.dicom.lifespan import start_dicom
+
+            app.state.dicom = await start_dicom(settings, registry, admission, metrics.registry)
         drain = Drain(admission, settings.drain_timeout_s)
         drain.install(asyncio.get_running_loop())  # SIGTERM: stop admitting, drain, then let uvicorn exit
         app.state.drain = drain
@@ -54,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             drain.uninstall()
+            if app.state.dicom is not None:
+                await app.state.dicom.stop(timeout_s=max(1.0, settings.drain_timeout_s))
             registry.close(timeout_s=max(1.0, settings.drain_timeout_s))
             logger.info("inference workers stopped")
 

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
+from service.dicom.addresses import check_ae_title, parse_callers, parse_destination
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO_ROOT / "models"
@@ -85,12 +86,72 @@ class Settings(BaseSettings):
     )
     ssl_certfile: FilePath | None = Field(default=None, description="serve HTTPS with this PEM certificate")
     ssl_keyfile: FilePath | None = Field(default=None, description="the certificate's PEM private key")
+    dicom_port: int | None = Field(
+        default=None, ge=0, le=65535, description="DICOM C-STORE SCP port (unset: no DIMSE node; 0 picks a free one)"
+    )
+    dicom_ae_title: str = Field(default="MEDIMAGING", description="the DICOM node's own AE title")
+    dicom_allowed_callers: str = Field(
+        default="", description="comma-separated AET@host (or AET@*) allowed to associate; empty = any caller"
+    )
+    dicom_model: str | None = Field(default=None, description="'name' or 'name/version' DICOM instances run on")
+    dicom_destination: str | None = Field(
+        default=None,
+        description="where results go: dicom://AET@host:port (C-STORE) or an http(s):// DICOMweb base URL "
+        "(STOW-RS); unset: the DICOM node (C-STORE SCP and /dicomweb) is off",
+    )
+    dicom_outbox: Path = Field(
+        default=Path("dicom-outbox"), description="durable outbox folder (holds PHI: created mode 0700)"
+    )
+    dicom_heatmap_sc: bool = Field(
+        default=False, description="also send a Secondary Capture with the heatmap burned in (needs heatmaps)"
+    )
+    dicom_max_pdu: int = Field(default=65536, ge=0, description="largest P-DATA PDU received (0 = no limit)")
+    dicom_max_associations: int = Field(default=8, ge=1, description="DICOM associations at once before rejection")
+    dicom_timeout_s: float = Field(default=30.0, gt=0, description="DICOM ACSE, DIMSE and network timeouts")
+    dicom_retry_base_s: float = Field(default=1.0, gt=0, description="first retry delay of a failed result send")
+    dicom_retry_cap_s: float = Field(default=30.0, gt=0, description="longest delay between send retries")
+    dicom_dead_letter_after_s: float = Field(
+        default=86400.0, gt=0, description="a result still unsent this long after it was queued is a dead letter"
+    )
     fault_inject_batch: int | None = Field(
         default=None,
         ge=1,
         description="TEST ONLY, never set in production: the N-th batch of each model raises inside the worker "
         "(its requests get 500 inference_failed); for the fault-injection tests",
     )
+
+    @field_validator("dicom_ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value, "SERVE_DICOM_AE_TITLE")
+
+    @field_validator("dicom_allowed_callers")
+    @classmethod
+    def _callers(cls, value: str) -> str:
+        parse_callers(value)
+        return value
+
+    @field_validator("dicom_destination")
+    @classmethod
+    def _destination(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_destination(value)
+            return value.strip()
+        return None
+
+    @model_validator(mode="after")
+    def _dicom_needs_destination(self) -> Settings:
+        if self.dicom_port is not None and self.dicom_destination is None:
+            raise ValueError(
+                "SERVE_DICOM_PORT is set but SERVE_DICOM_DESTINATION is not: set where the results go "
+                "(dicom://AET@host:port or an http(s):// DICOMweb base URL)"
+            )
+        return self
+
+    @property
+    def dicom_enabled(self) -> bool:
+        """The DICOM node runs when its results have somewhere to go."""
+        return self.dicom_destination is not None
 
     @field_validator("auth_open_routes", mode="before")
     @classmethod

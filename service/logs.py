@@ -18,7 +18,8 @@ from service.request_context import current_request_id
 
 LogFormat = Literal["json", "text"]
 # Loggers whose text may echo what a client sent (a tag value, a file's own metadata): replaced, not logged.
-REDACTED_LOGGERS = ("pydicom", "PIL", "py.warnings")
+# pynetdicom logs the UIDs and attributes of what it sends and receives.
+REDACTED_LOGGERS = ("pydicom", "pynetdicom", "PIL", "py.warnings")
 REDACTED_MESSAGE = "decoder message withheld (it may quote the uploaded file's contents)"
 # LogRecord's own attributes: everything else on a record came in through `extra=` and is a field.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -79,3 +80,5 @@ def configure_logging(level: str, log_format: LogFormat = "json") -> None:
     # The access line comes from RequestContextMiddleware; uvicorn's would log the raw path and query.
     logging.getLogger("uvicorn.access").disabled = True
     logging.captureWarnings(True)
+    # pynetdicom narrates every PDU at INFO; its lines are redacted anyway, so only its problems are kept.
+    logging.getLogger("pynetdicom").setLevel(max(root.level, logging.WARNING))

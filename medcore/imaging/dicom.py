@@ -28,7 +28,13 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import _read_file_meta_info, read_dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from medcore.imaging.budget import check_decode_budget
 from medcore.imaging.errors import (
@@ -112,13 +118,24 @@ def check_dicom_size(dataset: Dataset, *, max_pixels: int, max_bytes: int) -> No
     pixel_bytes(dataset, max_bytes=max_bytes)
     with _third_party("DICOM attribute TransferSyntaxUID"):
         syntax = UID(str(dataset.file_meta.TransferSyntaxUID))
-    try:
-        available = get_decoder(syntax).is_available
-    except NotImplementedError:
-        available = False
-    if not available:
+    if not can_decode(syntax):
         name = syntax.name if syntax.is_transfer_syntax else "an unknown transfer syntax"
         raise UnsupportedImageError(f"no decoder is installed for {name}", code="unsupported_transfer_syntax")
+
+
+def can_decode(syntax: UID) -> bool:
+    """Whether the installed pixel decoders read this transfer syntax (Deflate is inflated here first)."""
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return True
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except NotImplementedError:
+        return False
+
+
+def decodable_transfer_syntaxes() -> tuple[UID, ...]:
+    """Every transfer syntax `decode_dicom` reads with the decoders installed: what a DICOM node may accept."""
+    return tuple(UID(syntax) for syntax in AllTransferSyntaxes if can_decode(UID(syntax)))
 
 
 def pixel_bytes(dataset: Dataset, *, max_bytes: int) -> int:
