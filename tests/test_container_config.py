@@ -214,7 +214,7 @@ def test_prometheus_scrapes_the_compose_services_and_loads_the_rules() -> None:
 def test_every_environment_variable_is_a_setting() -> None:
     fields = {f"SERVE_{name.upper()}" for name in Settings.model_fields}
     services = compose()["services"]
-    named = set(services["service"]["environment"]) | set(services["service-gpu"]["environment"])
+    named = {key for name in ("service", "service-gpu", "service-dicom") for key in services[name]["environment"]}
     named |= set(re.findall(r"\b(SERVE_[A-Z_]+)=", (ROOT / "Dockerfile").read_text()))
     assert named, "expected SERVE_* settings in docker-compose.yml and the Dockerfile"
     assert named <= fields, f"unknown settings {sorted(named - fields)}; known: {sorted(fields)}"
