@@ -130,6 +130,7 @@ async def check(settings: Settings) -> tuple[bool, str]:
 
     try:
         app = create_app(settings)
+        app.state.check_only = True  # the DICOM node is checked, not started (a running service may hold it)
         async with app.router.lifespan_context(app):
             deadline = time.monotonic() + CHECK_TIMEOUT_S
             while True:

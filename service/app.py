@@ -49,9 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = Runtime(registry=registry, admission=admission)
         app.state.dicom = None
         if settings.dicom_enabled:  # the C-STORE SCP, STOW-RS and the outbox, on the same registry and admission
-            from service.dicom.lifespan import start_dicom
+            from service.dicom.lifespan import check_dicom, start_dicom
 
-            app.state.dicom = await start_dicom(settings, registry, admission, metrics.registry)
+            if getattr(app.state, "check_only", False):  # --check: never bind the DICOM port or send the outbox
+                check_dicom(settings, registry)
+            else:
+                app.state.dicom = await start_dicom(settings, registry, admission, metrics.registry)
         drain = Drain(admission, settings.drain_timeout_s)
         drain.install(asyncio.get_running_loop())  # SIGTERM: stop admitting, drain, then let uvicorn exit
         app.state.drain = drain

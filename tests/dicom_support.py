@@ -170,3 +170,9 @@ def sr_probabilities(sr: Dataset) -> dict[str, float]:
         assert label is not None and probability is not None
         found[label] = probability
     return found
+
+
+def sr_source_uid(sr: Dataset) -> str:
+    """The SOP Instance UID of the image one of our SRs is about (its "Source of Measurement" item)."""
+    (image,) = [item for item in sr.ContentSequence if item.ValueType == "IMAGE"]
+    return str(image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)

@@ -1,5 +1,6 @@
 """PHI canary: a real DICOM carrying canary patient and institution names goes through every route, good and
-corrupt, and the canaries appear in no log line, metric, response (body or header) or file the service writes."""
+corrupt (STOW-RS and the C-STORE SCP included), and the canaries appear in no log line, metric, response (body or
+header) or file the service writes; only in the results it sends the PACS and in its outbox, which must hold them."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from service_support import TINY_RECORD, build_heatmap_model, record_for, service_process, tiny_model
+from dicom_support import Destination, free_port, with_new_uids
+from orthanc_support import storescu
+from service_support import TINY_RECORD, build_heatmap_model, record_for, service_process, tiny_model, wait_until
 
 from service.config import REPO_ROOT
+from service.dicom.stow import encode_related
 
 DICOM_SAMPLES = REPO_ROOT.parent / "shared" / "data" / "dicom_samples"
 SOURCE = "SIIM_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819_CR_chest_MONOCHROME2_jpeg.dcm"
@@ -96,7 +100,10 @@ def responses_through_every_route(client: httpx.Client, good: bytes, bad: dict[s
         image = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(data).decode()]}
         for model in (name, CAM_NAME):
             answers.append(client.post(f"/v2/models/{model}/infer", json={"inputs": [image]}))
-    for path in ("/model", "/v1/models", f"/v1/models/{name}", f"/v2/models/{name}", "/metrics", "/openapi.json"):
+        content_type, body = encode_related([data])
+        answers.append(client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}))
+    paths = ("/model", "/v1/models", f"/v1/models/{name}", f"/v2/models/{name}", "/metrics", "/openapi.json")
+    for path in (*paths, "/v1/dicom/outbox"):
         answers.append(client.get(path))
     return answers
 
@@ -109,17 +116,34 @@ def test_canaries_never_leave_the_service(tmp_path: Path) -> None:
     good = canary_dicom(outside)
     assert all(value.encode() in good for value in CANARIES.values())  # the canaries really are in the file
     bad = corrupt_copies(good)
+    pacs, port = Destination().start(), free_port()  # the DICOM node's results go to this C-STORE SCP
     env = {
         "SERVE_MODEL_DIR": str(model_dir(watched / "models")),
         "SERVE_LOG_LEVEL": "debug",
         "TMPDIR": str(watched / "tmp"),
         "HOME": str(watched / "home"),
+        "SERVE_DICOM_PORT": str(port),
+        "SERVE_DICOM_ALLOWED_CALLERS": "STORESCU@127.0.0.1",
+        "SERVE_DICOM_DESTINATION": pacs.url,
+        # The outbox holds results, which carry the patient module: PHI by design, outside the watched folders.
+        "SERVE_DICOM_OUTBOX": str(tmp_path / "outbox"),
     }
     started = time.time()
-    with service_process(env) as server, server.client() as client:
-        answers = responses_through_every_route(client, good, bad)
-        metrics_text = client.get("/metrics").text
+    try:
+        with service_process(env) as server, server.client() as client:
+            answers = responses_through_every_route(client, good, bad)
+            resent = with_new_uids(outside / "canary.dcm", outside / "dimse")  # new UIDs, same canaries
+            storescu([resent], host="127.0.0.1", port=port, called_ae="MEDIMAGING")
+            wait_until(lambda: len(pacs.received) >= 2, what="the results of the STOW-RS and the C-STORE instance")
+            answers.append(client.get("/v1/dicom/outbox"))
+            metrics_text = client.get("/metrics").text
+    finally:
+        pacs.stop()
+    assert all(CANARIES["PatientName"] in str(sr.PatientName) for sr in pacs.datasets())  # PHI goes to the PACS
     statuses = [answer.status_code for answer in answers]
+    assert all(status < 500 for status in statuses)
+    stow = [answer.status_code for answer in answers if answer.request.url.path == "/dicomweb/studies"]
+    assert stow[0] == 200 and any(status >= 400 for status in stow[1:])  # good, then the corrupt copies
     assert statuses[0] == 200, answers[0].text  # the canary DICOM itself is served normally
     assert any(400 <= status < 500 for status in statuses)  # and the corrupt copies took the error paths
     explained = [answer.json() for answer in answers if "explain=true" in str(answer.request.url)]

@@ -8,6 +8,7 @@ auth on, the same run also proves 401/403 are documented wherever they can answe
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,14 +78,21 @@ def _run_schemathesis(url: str, tmp_path: Path, headers: dict[str, str] | None =
     ]
     for header, value in (headers or {}).items():
         command += ["--header", f"{header}: {value}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": f"{tests}{os.pathsep}{tests.parent}"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert result.returncode == 0, f"schemathesis found problems:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"
     assert "passed" in result.stdout
 
 
+def dicom_node(tmp_path: Path) -> dict[str, str]:
+    """The DICOM node on (STOW-RS and the outbox listing answer for real); its results wait for a peer never up."""
+    return {"SERVE_DICOM_DESTINATION": "dicom://NOBODY@127.0.0.1:9", "SERVE_DICOM_OUTBOX": str(tmp_path / "outbox")}
+
+
 @pytest.mark.slow
 def test_openapi_conformance_without_auth(tmp_path: Path) -> None:
-    with service_process({}) as server:
+    with service_process(dicom_node(tmp_path)) as server:
         _run_schemathesis(server.url, tmp_path)
         assert server.process.poll() is None, "the server died during the run"
 
@@ -92,7 +100,7 @@ def test_openapi_conformance_without_auth(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_openapi_conformance_with_auth_on(tmp_path: Path) -> None:
     """Without a key every guarded route must answer a documented 401; with one, the full run passes."""
-    env = {"SERVE_API_KEYS": API_KEY}
+    env = {"SERVE_API_KEYS": API_KEY, **dicom_node(tmp_path)}
     with service_process(env) as server:
         _run_schemathesis(server.url, tmp_path)
         _run_schemathesis(server.url, tmp_path, headers={"X-API-Key": API_KEY})

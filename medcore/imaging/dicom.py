@@ -7,6 +7,8 @@ Safety rules, checked from the header before any pixel is decoded:
   its inflated size is unknown until inflated, so a stream that inflates past it is refused (413).
 - Multi-frame rule: the FIRST frame is the model input and only that frame is decoded
   (`pydicom.pixels.pixel_array(ds, index=0)`); every frame still counts against the byte budget.
+- A data set cut short (an image header, Rows, without its pixel data; or nothing readable after the file
+  meta) is 400 `corrupt_image`; a data set without an image header or pixels (an SR, a KO) is 415 `not_an_image`.
 - Transfer syntaxes without an installed decoder are 415 `unsupported_transfer_syntax`
   (pylibjpeg with its libjpeg, openjpeg and rle plugins covers JPEG Lossless, JPEG-LS, JPEG 2000, RLE).
 Messages name attributes, never their values: DICOM headers carry patient data.
@@ -105,12 +107,25 @@ def read_dicom(data: bytes, *, max_bytes: int, stop_before_pixels: bool = False)
             dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
         if "TransferSyntaxUID" not in dataset.file_meta:
             dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    if meta is not None and len(dataset) == 0 and len(data) > _meta_end(meta) + 8:
+        # pydicom gives up on a data set cut inside an undefined-length element and returns it empty
+        raise ImageDecodeError("the DICOM data set after the file meta is truncated or damaged", "corrupt_image")
     return dataset
+
+
+def _meta_end(meta: FileMetaDataset) -> int:
+    """Offset of the data set: preamble, prefix, and the group length element plus the group it counts."""
+    try:
+        return 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0) or 0)
+    except (TypeError, ValueError):  # a damaged group length: no claim about what follows
+        return 1 << 62
 
 
 def check_dicom_size(dataset: Dataset, *, max_pixels: int, max_bytes: int) -> None:
     """Pixel data present, size within `max_pixels` and all frames within `max_bytes`, the decoder installed."""
     if not any(keyword in dataset for keyword in _PIXEL_KEYWORDS):
+        if "Rows" in dataset:  # an image's header without its pixels: pydicom drops a pixel element cut short
+            raise ImageDecodeError("DICOM file holds no pixel data (missing, or cut short)", code="corrupt_image")
         raise UnsupportedImageError("DICOM file holds no pixel data", code="not_an_image")
     rows, cols = _header_int(dataset, "Rows"), _header_int(dataset, "Columns")
     if rows * cols > max_pixels:

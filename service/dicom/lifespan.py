@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -18,7 +20,7 @@ from service.dicom.node import DicomNode
 from service.dicom.outbox import Backoff, Outbox
 from service.dicom.receiving import StoreSCP
 from service.model import ModelLoadError
-from service.registry import ModelRegistry
+from service.registry import ModelRegistry, ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +44,12 @@ class DicomRuntime:
             await asyncio.to_thread(scp.abort_all)
         await self.worker.stop(timeout_s)
         self.node.close()
+        logger.info("DICOM node stopped: %d results pending in the outbox", self.outbox.depth)
+        self.outbox.close()
 
 
-async def start_dicom(
-    settings: Settings, registry: ModelRegistry, admission: Admission, metrics_registry: CollectorRegistry
-) -> DicomRuntime:
-    """The node on the registry's routed model (`SERVE_DICOM_MODEL`, else the default)."""
-    assert settings.dicom_destination is not None
+def routed_model(settings: Settings, registry: ModelRegistry) -> ServedModel:
+    """The model DICOM instances run on (`SERVE_DICOM_MODEL`, else the default), checked against the settings."""
     if settings.dicom_model:
         name, _, version = settings.dicom_model.partition("/")
         served = registry.get(name, version or None)
@@ -59,10 +60,39 @@ async def start_dicom(
             f"SERVE_DICOM_HEATMAP_SC=true but model {served.name} {served.version} has no heatmaps output; "
             "export it with heatmaps or turn the Secondary Capture off"
         )
+    return served
+
+
+def check_dicom(settings: Settings, registry: ModelRegistry) -> None:
+    """What `python -m service --check` verifies without starting the node (no port, no sending)."""
+    routed_model(settings, registry)
+    outbox = settings.dicom_outbox
+    existing = next((p for p in (outbox, *outbox.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ModelLoadError(f"SERVE_DICOM_OUTBOX {outbox} cannot be created or written by this user")
+
+
+async def start_dicom(
+    settings: Settings, registry: ModelRegistry, admission: Admission, metrics_registry: CollectorRegistry
+) -> DicomRuntime:
+    """The node on the routed model: outbox opened (and locked), delivery started, the SCP when a port is set."""
+    assert settings.dicom_destination is not None
+    served = routed_model(settings, registry)
     metrics = DicomMetrics(metrics_registry)
     backoff = Backoff(settings.dicom_retry_base_s, settings.dicom_retry_cap_s)
     outbox = Outbox(settings.dicom_outbox, backoff, settings.dicom_dead_letter_after_s)
     await asyncio.to_thread(outbox.open)
+    try:
+        return await _start(settings, served, outbox, admission, metrics)
+    except BaseException:
+        outbox.close()
+        raise
+
+
+async def _start(
+    settings: Settings, served: ServedModel, outbox: Outbox, admission: Admission, metrics: DicomMetrics
+) -> DicomRuntime:
+    assert settings.dicom_destination is not None
     metrics.track_outbox(lambda: outbox.depth, lambda: outbox.dead_count, outbox.oldest_age_s)
     node = DicomNode(served, outbox, admission, metrics, heatmap_sc=settings.dicom_heatmap_sc)
     destination = parse_destination(settings.dicom_destination)
@@ -72,8 +102,13 @@ async def start_dicom(
     worker.start()
     runtime = DicomRuntime(node, outbox, worker)
     if settings.dicom_port is not None:
-        runtime.scp = StoreSCP(settings, node, metrics)
-        runtime.port = runtime.scp.start(asyncio.get_running_loop())
+        try:
+            runtime.scp = StoreSCP(settings, node, metrics)
+            runtime.port = runtime.scp.start(asyncio.get_running_loop())
+        except BaseException:  # the port is taken, say: stop sending before the start fails
+            await worker.stop(1.0)
+            node.close()
+            raise
     logger.info(
         "DICOM node on model %s %s; results by %s; %d pending in the outbox",
         served.name, served.version, destination.describe(), outbox.depth,

@@ -126,10 +126,8 @@ class DicomNode:
                 done = await served.infer_bytes(data, explain=self.heatmap_sc)
             except OutsideIntendedUseError as exc:
                 skip = Skip("outside_intended_use", str(exc))
-            except ImageError as exc:
-                if exc.code != "not_an_image":
-                    return self._refused(Receipt("refused", *_uids(identity), code=exc.code, detail=str(exc)))
-                skip = Skip("not_an_image", str(exc))
+            except ImageError as exc:  # an image header whose pixels cannot be read: damaged, no result
+                return self._refused(Receipt("refused", *_uids(identity), code=exc.code, detail=str(exc)))
             except (QueueFullError, NotReadyError, DeadlineExceededError) as exc:
                 code = _TRANSIENT[type(exc)]
                 return self._refused(Receipt("refused", *_uids(identity), code, str(exc), transient=True))

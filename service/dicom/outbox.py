@@ -7,6 +7,8 @@ Layout under `SERVE_DICOM_OUTBOX` (created mode 0700; its files hold patient dat
     pending/<result UID>.dcm and .json         a result waiting to be sent, and its delivery state
     dead/<result UID>.dcm and .json            a result given up on (a dead letter), kept for an operator
 
+One process at a time holds the folder (an exclusive `flock` on `.lock`, released by the kernel however the
+process ends): a second service on the same folder refuses to start instead of sending results twice.
 Every file is written atomically (`medcore.atomic`: temporary file, fsync, rename, directory fsync). A result
 is committed in this order: its `.dcm`, its `.json`, and last the instance record, which is the commit point.
 On start, pending files without an instance record (a crash before the commit point) are deleted: the sender
@@ -22,6 +24,7 @@ destination for a reason a retry cannot change (`permanent=True`), moves to `dea
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -30,13 +33,17 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from medcore.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
 RECENT_SKIPPED = 100  # skipped instances listed on /v1/dicom/outbox (all are kept on disk)
+
+
+class OutboxInUseError(RuntimeError):
+    """Another process holds the outbox folder."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +104,23 @@ class Outbox:
     _skipped: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT_SKIPPED), init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     sent: int = field(default=0, init=False)  # results sent since start
+    _lock_file: IO[str] | None = field(default=None, init=False)
 
     def open(self) -> None:
-        """Create the folders (mode 0700), drop what a crash left uncommitted, load the index."""
+        """Lock the folder for this process, create it (mode 0700), drop what a crash left uncommitted, load it."""
         for folder in (self.root, self.root / "instances", self.root / "pending", self.root / "dead"):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        self._lock_file = open(self.root / ".lock", "a")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise OutboxInUseError(
+                f"the DICOM outbox {self.root} is in use by another process; give each service its own "
+                "SERVE_DICOM_OUTBOX (two senders on one outbox would send results twice)"
+            ) from None
         records = sorted(self._dir("instances").glob("*.json"), key=lambda p: p.stat().st_mtime)
         for path in records:
             record = _read_record(path)
@@ -125,6 +143,12 @@ class Outbox:
                     path.unlink(missing_ok=True)
         if self._pending or self._dead:
             logger.info("outbox opened: %d results pending, %d dead letters", len(self._pending), len(self._dead))
+
+    def close(self) -> None:
+        """Release the folder's lock (the kernel does too, however the process ends)."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     def _dir(self, name: str) -> Path:
         return self.root / name

@@ -23,7 +23,7 @@ viewer and is checked end to end by dcmtk's `dsrdump`. The content tree:
       CONTAINS  TEXT Disclaimer: not a certified medical device
 
 The document is a new instance in a new series of the source study. Its UIDs are derived from the source
-SOP Instance UID and the model's record hash (pydicom's `generate_uid` with entropy sources), so building
+SOP Instance UID and the model's record hash (name-based UUIDs, `result_uid`), so building
 the result of the same instance with the same model twice gives the same UIDs: a destination that receives
 it again stores it once. From the source, only the Patient and General Study modules are copied (PS3.3
 C.7.1.1, C.7.2.1), which the SR's IOD requires to file it in that study; nothing else of the source is kept.
@@ -32,13 +32,14 @@ C.7.1.1, C.7.2.1), which the SR's IOD requires to file it in that study; nothing
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from medcore.decision import LabelDecision
 from medcore.record import ModelRecord, Task
@@ -46,6 +47,7 @@ from service.dicom.choosing import OWN_MANUFACTURER
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 SCHEME = "99MEDIMG"  # our private coding scheme (PS3.16 8.2: designators starting with 99 are local)
+UID_NAMESPACE = uuid.UUID("6f1c2b0e-5d3a-4e8f-9a71-0c4d2e6b8f15")  # ours: result UIDs are uuid5 names in it
 SERIES_NUMBER = 9100  # results series sort after the acquisition's own
 DISCLAIMER = (
     "Not a certified medical device. This result was produced by a machine-learning model for research and "
@@ -120,7 +122,8 @@ class Outcome:
 
 def result_uid(source_uid: str, record: ModelRecord, kind: str) -> str:
     """A UID derived from the source instance, the model and the kind of result ("sr", "sc", "series-sr")."""
-    return str(generate_uid(None, entropy_srcs=[source_uid, record.name, record.version, record_hash(record), kind]))
+    name = "\n".join([source_uid, record.name, record.version, record_hash(record), kind])
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, name).int}"  # PS3.5 B.2: a UUID-derived UID (name-based, v5)
 
 
 def copy_patient_and_study(source: Dataset, target: Dataset) -> None:
