@@ -201,6 +201,8 @@ def run_dicom(node: Node, orthanc: OrthancServer, files: Sequence[Path], concurr
         ]
         failures = sum(process.wait(timeout=600) != 0 for process in processes)
         acknowledged = time.perf_counter() - started
+    if failures:  # storescu stops an association at the first refused instance (no -nh): no SR count to wait for
+        raise SystemExit(f"{failures} of {len(processes)} storescu associations failed; see the service's log")
     deadline = time.monotonic() + 600
     while orthanc.count_instances() < before + len(files):
         if time.monotonic() > deadline:
@@ -212,7 +214,7 @@ def run_dicom(node: Node, orthanc: OrthancServer, files: Sequence[Path], concurr
 def storescu_process(files: Sequence[Path], port: int, profile: Path) -> subprocess.Popen[bytes]:
     """One association sending `files` one after the other, each in its own transfer syntax (`profile`)."""
     args = ["storescu", "-xf", str(profile), "AsStored", "-aet", MODALITY_AE]
-    args += ["-aec", NODE_AE, "-nh", "127.0.0.1", str(port), *map(str, files)]
+    args += ["-aec", NODE_AE, "127.0.0.1", str(port), *map(str, files)]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -399,8 +399,9 @@ def storescu(
 ) -> subprocess.CompletedProcess[str]:
     """Send `files` in one association with dcmtk's storescu, each in its own transfer syntax (`storescu_profile`).
 
-    A file without preamble or meta header is read as a bare data set. `keep_going`: a refused instance does not
-    stop the ones after it. `check`: AssertionError with storescu's output unless it exited 0.
+    A file without preamble or meta header is read as a bare data set. `keep_going` (`-nh`): a refused instance
+    does not stop the ones after it, and storescu then exits 0 even when some were refused (read its output).
+    `check`: AssertionError with storescu's output unless it exited 0.
     """
     require_dcmtk("storescu")
     with tempfile.TemporaryDirectory(prefix="storescu-") as folder:
