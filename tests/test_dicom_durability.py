@@ -57,13 +57,15 @@ def test_sigkill_with_results_in_the_outbox_then_restart_every_result_arrives_on
     dest = Destination()  # not started: the PACS is down
     port, outbox = free_port(), tmp_path / "outbox"
     env = node_env(models, outbox, dest, port)
-    with service_process(env) as first, first.client() as client:
+    with service_process(env) as first:
         storescu(files, host="127.0.0.1", port=port, called_ae=SCP_AE, calling_ae=MODALITY_AE)
-        listed = client.get("/v1/dicom/outbox").json()
-        assert sorted(p["source_sop_instance_uid"] for p in listed["pending"]) == sources
-        os.kill(first.process.pid, signal.SIGKILL)  # no drain, no shutdown: as a power cut would leave it
+        # At once, with instances still in the inbox or their results queued: as a power cut would leave it.
+        os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait(10)
-    assert len(list((outbox / "pending").glob("*.dcm"))) == len(files)
+    inbox, pending = (sorted(p.stem for p in (outbox / name).glob("*.dcm")) for name in ("inbox", "pending"))
+    committed = sorted(p.stem for p in (outbox / "instances").glob("*.json"))
+    assert sorted(inbox + committed) == sources  # every accepted instance is on disk, run or still to run
+    assert len(committed) <= len(pending) <= len(committed) + 1  # + the result being written at the kill, if any
     dest.start()
     try:
         with service_process(env) as second, second.client() as client:
@@ -117,29 +119,48 @@ def result(uid: str) -> Result:
 
 
 def test_the_outbox_drops_what_a_crash_left_uncommitted_and_keeps_what_was_committed(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox")
+    root = tmp_path / "outbox"
+    outbox = Outbox(root)
     outbox.open()
     outbox.commit("1.2.3", [result("9.1"), result("9.2")])
     outbox.skip("1.2.4", "outside_intended_use", "DICOM attribute Modality CT is outside the model's use (CR)")
-    orphan = tmp_path / "outbox" / "pending" / "9.9.dcm"  # written before a crash, its instance never committed
-    orphan.write_bytes(b"x")
-    orphan.with_suffix(".json").write_text(
-        '{"uid": "9.9", "sop_class_uid": "1.2", "source_uid": "1.2.5", "kind": "sr", "queued_at": 0}'
-    )
-    (tmp_path / "outbox" / "pending" / "9.8.dcm").write_bytes(b"sent: its state went first")
-    reopened = Outbox(tmp_path / "outbox")
+    outbox.hold("1.2.6", b"an accepted instance, not run yet")
+    outbox.hold("1.2.3", b"run and committed; the crash came before its inbox copy went")
+    outbox.close()
+    (root / "pending" / "9.9.dcm").write_bytes(b"written before a crash; its instance never committed")
+    (root / "pending" / "9.8.json").write_text("{}")  # the state of a sent result (its .dcm went first)
+    reopened = Outbox(root)
     reopened.open()
     assert reopened.depth == 2 and {i.uid for i in reopened.due(time.time(), 10)} == {"9.1", "9.2"}
-    assert sorted(p.name for p in (tmp_path / "outbox" / "pending").iterdir()) == [
-        "9.1.dcm", "9.1.json", "9.2.dcm", "9.2.json",
-    ]  # fmt: skip
+    assert sorted(p.name for p in (root / "pending").iterdir()) == ["9.1.dcm", "9.2.dcm"]
+    assert reopened.inbox_uids() == ["1.2.6"] and reopened.read_inbox("1.2.6") is not None
     skipped = reopened.seen("1.2.4")
     assert skipped is not None and skipped.state == "skipped" and skipped.reason == "outside_intended_use"
     inferred = reopened.seen("1.2.3")
     assert inferred is not None and inferred.results == ("9.1", "9.2")
-    assert reopened.seen("1.2.5") is None  # the orphan's instance will be processed again when resent
-    assert (tmp_path / "outbox").stat().st_mode & 0o777 == 0o700
-    assert all(p.stat().st_mode & 0o077 == 0 for p in (tmp_path / "outbox" / "pending").iterdir())
+    queued = reopened.seen("1.2.6")
+    assert queued is not None and queued.state == "queued"
+    assert reopened.seen("1.2.5") is None
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o077 == 0 for folder in ("pending", "inbox") for p in (root / folder).iterdir())
+    reopened.close()
+
+
+def test_a_dead_letter_moved_back_to_pending_is_sent_again_after_a_restart(tmp_path: Path) -> None:
+    root = tmp_path / "outbox"
+    outbox = Outbox(root)
+    outbox.open()
+    outbox.commit("1.2.3", [result("9.1")])
+    (item,) = outbox.due(time.time(), 10)
+    assert outbox.mark_failed(item, "status_0xa900", permanent=True)
+    outbox.close()
+    for path in (root / "dead").iterdir():  # the documented way to retry a dead letter, service stopped
+        path.rename(root / "pending" / path.name)
+    reopened = Outbox(root)
+    reopened.open()
+    (again,) = reopened.due(time.time() + 60, 10)  # due once its recorded backoff (at most the cap) has passed
+    assert again.uid == "9.1" and again.attempts == 1 and reopened.dead_count == 0
+    reopened.close()
 
 
 def test_retries_back_off_exponentially_up_to_the_cap(tmp_path: Path) -> None:
@@ -154,6 +175,7 @@ def test_retries_back_off_exponentially_up_to_the_cap(tmp_path: Path) -> None:
     assert outbox.due(time.time(), 10) == []  # not due again for a second
     (waiting,) = outbox.due(before + 1.5, 10)
     assert waiting.attempts == 1 and waiting.last_error == "connection_failed"
+    outbox.close()
     reopened = Outbox(tmp_path / "outbox", backoff)
     reopened.open()  # the attempt count and the next attempt's time survive a restart
     (again,) = reopened.due(before + 1.5, 10)

@@ -136,8 +136,9 @@ def test_sigterm_stops_the_node_cleanly_and_keeps_the_outbox(models: Path, tmp_p
         "SERVE_DICOM_DESTINATION": pacs.url,
         "SERVE_DICOM_OUTBOX": str(tmp_path / "outbox"),
     }
-    with service_process(env) as server:
+    with service_process(env) as server, server.client() as client:
         storescu(files, host="127.0.0.1", port=port, called_ae=SCP_AE, calling_ae=MODALITY_AE)
+        wait_until(lambda: client.get("/v1/dicom/outbox").json()["counts"]["pending"] == 2, what="both results")
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it shut down
         log = "".join(server.lines)

@@ -16,6 +16,7 @@ from dicom_support import (
     CHEST_NO_META,
     MODALITY_AE,
     MODEL_NAME,
+    SAMPLES,
     SCP_AE,
     chest_model,
     destination,
@@ -204,3 +205,25 @@ def _send_raw(port: int, path: Path) -> pydicom.Dataset:
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous
     return status
+
+
+def test_an_accepted_instance_whose_pixels_fail_to_decode_is_recorded_failed(models: Path, tmp_path: Path) -> None:
+    small = SAMPLES / "pydicom_dicomdirtests_CR1_6154_16x16_MONOCHROME1.dcm"
+    # A whole data set whose header promises more pixels than it holds: screening cannot tell, decoding can.
+    broken = with_new_uids(small, tmp_path / "in", BodyPartExamined="CHEST", ViewPosition="PA", Rows=64)
+    with destination() as dest:
+        settings = dicom_settings(models, tmp_path / "outbox", dest.url)
+        with running_server(settings) as server, server.client() as client:
+            send(settings, [broken])  # accepted: the C-STORE succeeds
+
+            def done() -> bool:
+                counts = client.get("/v1/dicom/outbox").json()["counts"]
+                return bool(counts["instances_failed"] == 1 and counts["inbox"] == 0)
+
+            wait_until(done, what="the instance recorded as failed and out of the inbox")
+            listing = client.get("/v1/dicom/outbox").json()
+            samples = metric_samples(client)
+    assert listing["recently_failed"] == [{"sop_instance_uid": broken.stem, "reason": "corrupt_image"}]
+    assert listing["counts"]["instances_failed"] == 1 and listing["counts"]["inbox"] == 0
+    assert sample(samples, "serve_dicom_instances_refused_total", code="corrupt_image") == 1
+    assert dest.received == []

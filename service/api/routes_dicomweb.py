@@ -77,7 +77,7 @@ async def _store(request: Request, study: str | None) -> JSONResponse:
         parts = parse_related(request.headers.get("content-type", ""), await request.body())
     except MultipartError as exc:
         raise ServiceError(str(exc), status=exc.status, code=exc.code) from None
-    receipts = await asyncio.gather(*(node.receive(p, "dicomweb", admitted=True, study=study) for p in parts))
+    receipts = await asyncio.gather(*(node.receive(p, "dicomweb", study=study) for p in parts))
     instances = [StoredInstance(r.sop_class_uid, r.sop_instance_uid, _failure_reason(r)) for r in receipts]
     warnings = [
         f'299 medimaging "part {index}: {r.verdict} ({r.code})"'

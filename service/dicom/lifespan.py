@@ -42,8 +42,8 @@ class DicomRuntime:
             while scp.active_associations and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(scp.abort_all)
+        await self.node.stop(timeout_s)
         await self.worker.stop(timeout_s)
-        self.node.close()
         logger.info("DICOM node stopped: %d results pending in the outbox", self.outbox.depth)
         self.outbox.close()
 
@@ -94,6 +94,7 @@ async def _start(
 ) -> DicomRuntime:
     assert settings.dicom_destination is not None
     metrics.track_outbox(lambda: outbox.depth, lambda: outbox.dead_count, outbox.oldest_age_s)
+    metrics.inbox_depth.set_function(lambda: outbox.inbox_depth)
     node = DicomNode(served, outbox, admission, metrics, heatmap_sc=settings.dicom_heatmap_sc)
     destination = parse_destination(settings.dicom_destination)
     sender = make_sender(destination, settings.dicom_ae_title, settings.dicom_timeout_s, settings.dicom_max_pdu)
@@ -107,8 +108,9 @@ async def _start(
             runtime.port = runtime.scp.start(asyncio.get_running_loop())
         except BaseException:  # the port is taken, say: stop sending before the start fails
             await worker.stop(1.0)
-            node.close()
+            await node.stop(1.0)
             raise
+    node.start()
     logger.info(
         "DICOM node on model %s %s; results by %s; %d pending in the outbox",
         served.name, served.version, destination.describe(), outbox.depth,

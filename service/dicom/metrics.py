@@ -39,6 +39,9 @@ class DicomMetrics:
         self.associations = Counter(
             "serve_dicom_associations", "DICOM associations requested, by outcome", ["outcome"], registry=registry
         )
+        self.inbox_depth = Gauge(
+            "serve_dicom_inbox_depth", "C-STORE instances accepted and not yet run through the model", registry=registry
+        )
         self.outbox_depth = Gauge("serve_dicom_outbox_depth", "Result objects waiting to be sent", registry=registry)
         self.outbox_dead = Gauge("serve_dicom_outbox_dead", "Dead letters in the outbox", registry=registry)
         self.outbox_oldest = Gauge(

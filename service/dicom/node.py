@@ -1,10 +1,18 @@
-"""`DicomNode.receive`: one received instance through choosing, the model, writing and the outbox.
+"""`DicomNode`: a received instance through screening, the model, writing and the outbox.
 
-Both ways in (the C-STORE SCP and STOW-RS) call `receive` on the event loop with the instance's Part-10 bytes;
-the model runs through the SAME `ServedModel.infer_bytes` as `/predict` (decode pool, decode budget, intended-use
-gate, batcher), so one instance gets the probabilities `/predict` gives the same file. What happened comes back
-as a `Receipt`: inferred (its results are durably in the outbox), duplicate (already inferred or skipped:
-nothing runs again), skipped (with its reason) or refused (no result; `transient` when a retry may succeed).
+Screening (both ways in, before anything is promised): the data set is parsed whole (no pixel decoding), its UIDs
+checked, duplicates answered from the outbox's records (idempotent by SOP Instance UID), `choosing` decides whether
+it runs (a skip is recorded with its reason), and an image's header goes through the decode budget and the
+transfer-syntax check. What fails screening is refused with no result.
+
+Then the model runs through the SAME `ServedModel.infer_bytes` as `/predict` (decode pool, decode budget,
+intended-use gate, batcher), so an instance gets the probabilities `/predict` gives the same file, and its results
+are committed to the outbox. STOW-RS (`receive`) does this within the request, so its answer says what happened.
+C-STORE (`accept`) answers as soon as the instance is durably in the outbox's inbox, and the inbox is worked off
+in the background (`process`): a modality's association is not held up by inference, receiving and inferring
+overlap, and what is in the inbox when the service stops or dies is processed after the restart. An instance that
+fails in the background with a damaged image is recorded as failed (no result); one that meets a full queue or a
+warming model is retried after `RETRY_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +30,7 @@ from pydicom.dataset import Dataset
 
 from medcore.decision import decide
 from medcore.imaging import ImageError, OutsideIntendedUseError
-from medcore.imaging.dicom import read_dicom
+from medcore.imaging.dicom import check_dicom_size, read_dicom
 from service.admission import Admission
 from service.batching import BatchError, DeadlineExceededError, NotReadyError, QueueFullError
 from service.dicom.choosing import Identity, Skip, choose, identify
@@ -34,13 +42,15 @@ from service.registry import ServedModel
 logger = logging.getLogger(__name__)
 
 _TRANSIENT = {QueueFullError: "queue_full", NotReadyError: "not_ready", DeadlineExceededError: "deadline_exceeded"}
+RETRY_AFTER_S = 1.0  # an inbox instance that met a full queue or a warming model is tried again after this
+INBOX_CONCURRENCY = 8  # inbox instances decoded or queued at once (enough to fill batches, not to flood the queue)
 
 
 @dataclass(frozen=True)
 class Receipt:
     """What the node did with one instance; `code` and `detail` never quote a header value."""
 
-    verdict: str  # "inferred", "duplicate", "skipped" or "refused"
+    verdict: str  # "inferred", "queued" (C-STORE: in the inbox), "duplicate", "skipped" or "refused"
     sop_class_uid: str = ""
     sop_instance_uid: str = ""
     code: str = ""
@@ -52,17 +62,17 @@ class Receipt:
         return self.verdict != "refused"
 
 
+@dataclass(frozen=True)
+class _Screened:
+    header: Dataset
+    identity: Identity
+
+
 class DicomNode:
-    """The pipeline and its state: the routed model, the outbox, the in-progress set."""
+    """The pipeline and its state: the routed model, the outbox, the in-progress set, the background work."""
 
     def __init__(
-        self,
-        served: ServedModel,
-        outbox: Outbox,
-        admission: Admission,
-        metrics: DicomMetrics,
-        *,
-        heatmap_sc: bool = False,
+        self, served: ServedModel, outbox: Outbox, admission: Admission, metrics: DicomMetrics, *, heatmap_sc: bool
     ) -> None:
         self.served = served
         self.outbox = outbox
@@ -70,32 +80,97 @@ class DicomNode:
         self.metrics = metrics
         self.heatmap_sc = heatmap_sc
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-outbox")  # serial, fsynced writes
-        self._in_progress: dict[str, asyncio.Future[None]] = {}
         self.on_commit: Callable[[], None] | None = None  # wakes the delivery worker
+        self._in_progress: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(INBOX_CONCURRENCY)
+        self._stopping = False
 
     @property
     def draining(self) -> bool:
-        return self.admission.draining
+        return self.admission.draining or self._stopping
 
-    async def receive(self, data: bytes, via: str, *, admitted: bool = False, study: str | None = None) -> Receipt:
-        """Run one instance (`admitted`: its request already holds an admission slot, as STOW-RS requests do)."""
+    async def receive(self, data: bytes, via: str, *, study: str | None = None) -> Receipt:
+        """STOW-RS: screen and run one instance within the request (which holds the admission slot)."""
         self.metrics.received.labels(via).inc()
-        if not admitted:
-            refusal = self.admission.refusal()
-            if refusal is not None:
-                return self._refused(Receipt("refused", code=refusal[0], detail=refusal[1], transient=True))
-            self.admission.in_flight += 1
-        try:
-            return await self._receive(data, study)
-        finally:
-            if not admitted:
-                self.admission.in_flight -= 1
+        screened = await self._screen(data, study)
+        if isinstance(screened, Receipt):
+            return screened
+        return await self._exclusively(screened.identity, partial(self._run, screened, data))
 
-    async def _receive(self, data: bytes, study: str | None) -> Receipt:
+    async def accept(self, data: bytes) -> Receipt:
+        """C-STORE: screen one instance and put it in the inbox; `process` runs it in the background."""
+        self.metrics.received.labels("dimse").inc()
+        if self.draining:
+            return self._refused(
+                Receipt("refused", code="shutting_down", detail="the node is stopping", transient=True)
+            )
+        screened = await self._screen(data, None)
+        if isinstance(screened, Receipt):
+            return screened
+        uid = screened.identity.sop_instance_uid
+
+        async def hold() -> Receipt:
+            await asyncio.get_running_loop().run_in_executor(self.writer, self.outbox.hold, uid, data)
+            self._schedule(uid)
+            return Receipt("queued", *_uids(screened.identity))
+
+        return await self._exclusively(screened.identity, hold)
+
+    def start(self) -> None:
+        """Work off what the inbox held when the service last stopped."""
+        for uid in self.outbox.inbox_uids():
+            self._schedule(uid)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Take nothing new from the inbox; let the instances being run finish (up to `timeout_s`)."""
+        self._stopping = True
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in list(self._tasks):
+            task.cancel()
+        self.writer.shutdown(wait=True)
+
+    def _schedule(self, uid: str, delay_s: float = 0.0) -> None:
+        task = asyncio.create_task(self._process(uid, delay_s), name="dicom-inbox")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, uid: str, delay_s: float) -> None:
+        """One inbox instance through the model; kept in the inbox for a retry when the failure is transient."""
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        async with self._slots:
+            if not self._stopping:  # else it stays in the inbox for the next start
+                await self._process_now(uid)
+
+    async def _process_now(self, uid: str) -> None:
         loop = asyncio.get_running_loop()
-        max_bytes = self.served.max_bytes
+        self.admission.in_flight += 1  # SIGTERM's drain waits for it, as for a request
         try:
-            header = await loop.run_in_executor(self.served.decoder, partial(_header, data, max_bytes))
+            data = await loop.run_in_executor(self.writer, self.outbox.read_inbox, uid)
+            if data is None:
+                return
+            try:
+                header = await loop.run_in_executor(self.served.decoder, partial(_parse, data, self.served))
+                receipt = await self._run(_Screened(header, identify(header)), data)
+            except ImageError as exc:
+                receipt = self._refused(Receipt("refused", code=exc.code, detail=str(exc)))
+            if receipt.verdict == "refused" and receipt.transient:
+                self._schedule(uid, RETRY_AFTER_S)
+                return
+            if receipt.verdict == "refused":
+                await loop.run_in_executor(self.writer, self.outbox.fail, uid, receipt.code, receipt.detail)
+            await loop.run_in_executor(self.writer, self.outbox.release, uid)
+        except Exception:  # a bug must not lose the instance: it stays in the inbox for the next start
+            logger.exception("an inbox instance could not be processed")
+        finally:
+            self.admission.in_flight -= 1
+
+    async def _screen(self, data: bytes, study: str | None) -> _Screened | Receipt:
+        loop = asyncio.get_running_loop()
+        try:
+            header = await loop.run_in_executor(self.served.decoder, partial(_parse, data, self.served))
             identity = identify(header)
         except ImageError as exc:
             return self._refused(Receipt("refused", code=exc.code, detail=str(exc)))
@@ -109,36 +184,52 @@ class DicomNode:
         if record is not None:
             self.metrics.duplicates.inc()
             return Receipt("duplicate", *_uids(identity), code=record.reason, detail=record.detail)
-        done: asyncio.Future[None] = loop.create_future()
+        skip = choose(header, self.served)
+        if skip is None and "Rows" in header:
+            try:  # the decode budget and the decoder, from the header: refused now rather than failed later
+                check_dicom_size(header, max_pixels=self.served.max_pixels, max_bytes=self.served.max_bytes)
+            except ImageError as exc:
+                return self._refused(Receipt("refused", *_uids(identity), code=exc.code, detail=str(exc)))
+        if skip is not None:
+            return await self._skip(identity, skip)
+        return _Screened(header, identity)
+
+    async def _exclusively(self, identity: Identity, work: Callable[[], Awaitable[Receipt]]) -> Receipt:
+        """Run `work` with the instance marked in progress, so a twin arriving meanwhile waits and sees its record."""
+        uid = identity.sop_instance_uid
+        while uid in self._in_progress:
+            await asyncio.shield(self._in_progress[uid])
+        if self.outbox.known(uid):
+            self.metrics.duplicates.inc()
+            return Receipt("duplicate", *_uids(identity))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_progress[uid] = done
         try:
-            return await self._run(header, identity, data)
+            return await work()
         finally:
             del self._in_progress[uid]
             done.set_result(None)
 
-    async def _run(self, header: Dataset, identity: Identity, data: bytes) -> Receipt:
+    async def _skip(self, identity: Identity, skip: Skip) -> Receipt:
+        uid = identity.sop_instance_uid
+        await asyncio.get_running_loop().run_in_executor(self.writer, self.outbox.skip, uid, skip.reason, skip.detail)
+        self.metrics.skipped.labels(skip.reason).inc()
+        return Receipt("skipped", *_uids(identity), code=skip.reason, detail=skip.detail)
+
+    async def _run(self, screened: _Screened, data: bytes) -> Receipt:
         loop = asyncio.get_running_loop()
-        served = self.served
-        skip = choose(header, served)
-        if skip is None:
-            try:
-                done = await served.infer_bytes(data, explain=self.heatmap_sc)
-            except OutsideIntendedUseError as exc:
-                skip = Skip("outside_intended_use", str(exc))
-            except ImageError as exc:  # an image header whose pixels cannot be read: damaged, no result
-                return self._refused(Receipt("refused", *_uids(identity), code=exc.code, detail=str(exc)))
-            except (QueueFullError, NotReadyError, DeadlineExceededError) as exc:
-                code = _TRANSIENT[type(exc)]
-                return self._refused(Receipt("refused", *_uids(identity), code, str(exc), transient=True))
-            except BatchError as exc:
-                return self._refused(Receipt("refused", *_uids(identity), "inference_failed", str(exc), True))
-        if skip is not None:
-            await loop.run_in_executor(
-                self.writer, self.outbox.skip, identity.sop_instance_uid, skip.reason, skip.detail
-            )
-            self.metrics.skipped.labels(skip.reason).inc()
-            return Receipt("skipped", *_uids(identity), code=skip.reason, detail=skip.detail)
+        served, identity = self.served, screened.identity
+        try:
+            done = await served.infer_bytes(data, explain=self.heatmap_sc)
+        except OutsideIntendedUseError as exc:  # screening checked this already; the gate has the last word
+            return await self._skip(identity, Skip("outside_intended_use", str(exc)))
+        except ImageError as exc:  # the pixels cannot be read: damaged, no result
+            return self._refused(Receipt("refused", *_uids(identity), code=exc.code, detail=str(exc)))
+        except (QueueFullError, NotReadyError, DeadlineExceededError) as exc:
+            code = _TRANSIENT[type(exc)]
+            return self._refused(Receipt("refused", *_uids(identity), code, str(exc), transient=True))
+        except BatchError as exc:
+            return self._refused(Receipt("refused", *_uids(identity), "inference_failed", str(exc), True))
         result = done.result
         (decisions,) = decide(result.probabilities[None, :], served.record)
         outcome = Outcome(
@@ -146,12 +237,12 @@ class DicomNode:
             ood_score=_optional_float(getattr(result, "ood_score", None)),
             out_of_distribution=_optional_bool(getattr(result, "out_of_distribution", None)),
         )
-        results = [await loop.run_in_executor(self.writer, self._sr, header, outcome)]
+        results = [await loop.run_in_executor(self.writer, self._sr, screened.header, outcome)]
         if self.heatmap_sc and result.heatmaps is not None:
             from service.dicom.secondary_capture import build_secondary_capture
 
-            sc = partial(build_secondary_capture, data, header, served, outcome, result.heatmaps, datetime.now())
-            results.append(_encode(await loop.run_in_executor(served.decoder, sc), "sc"))
+            make = partial(build_secondary_capture, data, screened.header, served, outcome, result.heatmaps)
+            results.append(_encode(await loop.run_in_executor(served.decoder, make, datetime.now()), "sc"))
         await loop.run_in_executor(self.writer, self.outbox.commit, identity.sop_instance_uid, results)
         self.metrics.inferred.inc()
         if self.on_commit is not None:
@@ -166,13 +257,10 @@ class DicomNode:
         self.metrics.refused.labels(receipt.code).inc()
         return receipt
 
-    def close(self) -> None:
-        self.writer.shutdown(wait=True)
 
-
-def _header(data: bytes, max_bytes: int) -> Dataset:
-    """The instance's header (up to the pixel data); damaged or non-DICOM bytes raise `ImageError`."""
-    return read_dicom(data, max_bytes=max_bytes, stop_before_pixels=True)
+def _parse(data: bytes, served: ServedModel) -> Dataset:
+    """The whole data set, pixels left encoded; damaged, truncated or non-DICOM bytes raise `ImageError`."""
+    return read_dicom(data, max_bytes=served.max_bytes)
 
 
 def _uids(identity: Identity) -> tuple[str, str]:

@@ -2,20 +2,22 @@
 
 Layout under `SERVE_DICOM_OUTBOX` (created mode 0700; its files hold patient data, as results must):
 
-    instances/<source SOP Instance UID>.json   what was done with a received instance: inferred (and the UIDs
-                                               of its results) or skipped (and why); the idempotency record
-    pending/<result UID>.dcm and .json         a result waiting to be sent, and its delivery state
+    inbox/<source SOP Instance UID>.dcm        a C-STORE instance accepted and not yet run through the model
+    instances/<source SOP Instance UID>.json   what was done with a received instance: inferred (and its results'
+                                               UIDs), skipped or failed (and why); the idempotency record
+    pending/<result UID>.dcm (and .json)       a result waiting to be sent (and its delivery state, once it failed)
     dead/<result UID>.dcm and .json            a result given up on (a dead letter), kept for an operator
 
 One process at a time holds the folder (an exclusive `flock` on `.lock`, released by the kernel however the
 process ends): a second service on the same folder refuses to start instead of sending results twice.
-Every file is written atomically (`medcore.atomic`: temporary file, fsync, rename, directory fsync). A result
-is committed in this order: its `.dcm`, its `.json`, and last the instance record, which is the commit point.
-On start, pending files without an instance record (a crash before the commit point) are deleted: the sender
-got no success for that instance and will send it again, and rebuilding it gives the same result UIDs.
-A sent result loses its `.json` first, then its `.dcm`; a `.dcm` left alone was sent. So a crash loses nothing;
-the one send that may repeat is the one in flight when the process died, and since result UIDs are derived
-from the source, the destination stores it once.
+Writes are fsynced (records atomically: `medcore.atomic`, temporary file, fsync, rename, directory fsync). An
+accepted C-STORE instance is in `inbox/` before its success status goes out. Its results are committed in this
+order: each result's `.dcm` (fsynced), the `pending/` folder fsynced, and last the instance record, the commit
+point; then the inbox copy goes. On start, pending files without an instance record (a crash before the commit
+point) are deleted and the inbox instance runs again (giving the same result UIDs); an inbox copy whose record
+exists is deleted. A sent result loses its `.dcm` (then its state); a state file alone is dropped. So a crash
+loses nothing; the one send that may repeat is the one in flight when the process died, and since result UIDs
+are derived from the source, the destination stores it once.
 
 Retries: after the n-th failed attempt the next waits `min(cap, base * 2**(n-1))` seconds (1, 2, 4, ... 30 s by
 default). A result still unsent `dead_letter_after_s` after it was queued (24 h by default), or refused by the
@@ -74,11 +76,13 @@ class Result:
 class InstanceRecord:
     """What happened to one received instance."""
 
-    state: str  # "inferred" or "skipped"
+    state: str  # "inferred", "skipped" or "failed"
     at: float
     results: tuple[str, ...] = ()
     reason: str = ""
     detail: str = ""
+    classes: tuple[str, ...] = ()  # each result's SOP Class UID, in the order of `results`
+    kinds: tuple[str, ...] = ()  # each result's kind ("sr", "sc")
 
 
 @dataclass
@@ -102,15 +106,33 @@ class Outbox:
     _dead: dict[str, OutboxItem] = field(default_factory=dict, init=False)
     _instances: dict[str, str] = field(default_factory=dict, init=False)  # source UID -> state
     _skipped: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT_SKIPPED), init=False)
+    _failed: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT_SKIPPED), init=False)
+    _inbox: set[str] = field(default_factory=set, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     sent: int = field(default=0, init=False)  # results sent since start
     _lock_file: IO[str] | None = field(default=None, init=False)
 
     def open(self) -> None:
         """Lock the folder for this process, create it (mode 0700), drop what a crash left uncommitted, load it."""
-        for folder in (self.root, self.root / "instances", self.root / "pending", self.root / "dead"):
+        for folder in (self.root, *(self.root / name for name in ("inbox", "instances", "pending", "dead"))):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        self._take_lock()
+        expected = self._load_records()
+        for name, index in (("pending", self._pending), ("dead", self._dead)):
+            self._load_results(name, index, expected)
+        for path in self._dir("inbox").glob("*.dcm"):
+            if path.stem in self._instances:  # processed; the crash came before its inbox copy went
+                path.unlink(missing_ok=True)
+            else:
+                self._inbox.add(path.stem)
+        if self._pending or self._dead or self._inbox:
+            logger.info(
+                "outbox opened: %d instances still to run, %d results pending, %d dead letters",
+                len(self._inbox), len(self._pending), len(self._dead),
+            )  # fmt: skip
+
+    def _take_lock(self) -> None:
         self._lock_file = open(self.root / ".lock", "a")  # noqa: SIM115 - held until close()
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -121,28 +143,31 @@ class Outbox:
                 f"the DICOM outbox {self.root} is in use by another process; give each service its own "
                 "SERVE_DICOM_OUTBOX (two senders on one outbox would send results twice)"
             ) from None
-        records = sorted(self._dir("instances").glob("*.json"), key=lambda p: p.stat().st_mtime)
-        for path in records:
+
+    def _load_records(self) -> dict[str, OutboxItem]:
+        """Index the instance records; returns each committed result's initial state, by result UID."""
+        expected: dict[str, OutboxItem] = {}
+        for path in sorted(self._dir("instances").glob("*.json"), key=lambda p: p.stat().st_mtime):
             record = _read_record(path)
             if record is None:
                 continue
             self._instances[path.stem] = record.state
-            if record.state == "skipped":
-                self._skipped.append((path.stem, record.reason))
-        committed = {uid for uid in self._instances}
-        for name, index in (("pending", self._pending), ("dead", self._dead)):
-            for path in self._dir(name).glob("*.json"):
-                item = _read_item(path)
-                if item is None or item.source_uid not in committed or not path.with_suffix(".dcm").is_file():
-                    path.unlink(missing_ok=True)
-                    path.with_suffix(".dcm").unlink(missing_ok=True)
-                    continue
-                index[item.uid] = item
-            for path in self._dir(name).glob("*.dcm"):
-                if path.stem not in index:  # sent (its state went first) or never committed
-                    path.unlink(missing_ok=True)
-        if self._pending or self._dead:
-            logger.info("outbox opened: %d results pending, %d dead letters", len(self._pending), len(self._dead))
+            if record.state in ("skipped", "failed"):
+                (self._skipped if record.state == "skipped" else self._failed).append((path.stem, record.reason))
+            for uid, sop_class, kind in zip(record.results, record.classes, record.kinds, strict=False):
+                expected[uid] = OutboxItem(uid, sop_class, path.stem, kind, record.at, next_attempt_at=record.at)
+        return expected
+
+    def _load_results(self, name: str, index: dict[str, OutboxItem], expected: dict[str, OutboxItem]) -> None:
+        for path in self._dir(name).glob("*.dcm"):
+            if path.stem not in expected:  # never committed: the instance runs again when it comes back
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
+                continue
+            index[path.stem] = _read_item(path.with_suffix(".json")) or expected[path.stem]
+        for path in self._dir(name).glob("*.json"):
+            if path.stem not in index:  # its result was sent (the .dcm went first) or never committed
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Release the folder's lock (the kernel does too, however the process ends)."""
@@ -154,11 +179,48 @@ class Outbox:
         return self.root / name
 
     def seen(self, source_uid: str) -> InstanceRecord | None:
-        """The record of an instance already received, else None."""
+        """The record of an instance already received (a "queued" one while it waits in the inbox), else None."""
         with self._lock:
+            if source_uid in self._inbox:
+                return InstanceRecord("queued", time.time())
             if source_uid not in self._instances:
                 return None
         return _read_record(self._dir("instances") / f"{source_uid}.json")
+
+    def known(self, source_uid: str) -> bool:
+        with self._lock:
+            return source_uid in self._inbox or source_uid in self._instances
+
+    def hold(self, source_uid: str, data: bytes) -> None:
+        """Keep an accepted instance durably until it has run (the C-STORE success goes out after this)."""
+        _write_bytes(self._dir("inbox") / f"{source_uid}.dcm", data)
+        with self._lock:
+            self._inbox.add(source_uid)
+
+    def inbox_uids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._inbox)
+
+    def read_inbox(self, source_uid: str) -> bytes | None:
+        try:
+            return (self._dir("inbox") / f"{source_uid}.dcm").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def release(self, source_uid: str) -> None:
+        """The inbox instance has its record (inferred, skipped or failed): its copy goes."""
+        (self._dir("inbox") / f"{source_uid}.dcm").unlink(missing_ok=True)
+        with self._lock:
+            self._inbox.discard(source_uid)
+
+    def fail(self, source_uid: str, reason: str, detail: str) -> InstanceRecord:
+        """Record an accepted instance that could not be run (damaged pixels): no result, not run again."""
+        record = InstanceRecord("failed", time.time(), reason=reason, detail=detail)
+        _write_json(self._dir("instances") / f"{source_uid}.json", asdict(record))
+        with self._lock:
+            self._instances[source_uid] = record.state
+            self._failed.append((source_uid, reason))
+        return record
 
     def commit(self, source_uid: str, results: list[Result]) -> InstanceRecord:
         """Queue an inferred instance's results durably; the instance record is written last (the commit)."""
@@ -166,11 +228,16 @@ class Outbox:
         items = []
         for result in results:
             item = OutboxItem(result.uid, result.sop_class_uid, source_uid, result.kind, now, next_attempt_at=now)
-            pending = self._dir("pending") / f"{result.uid}.dcm"
-            _write_bytes(pending, result.data)
-            _write_json(pending.with_suffix(".json"), asdict(item))
+            _write_plain(self._dir("pending") / f"{result.uid}.dcm", result.data)  # uncommitted until the record
             items.append(item)
-        record = InstanceRecord("inferred", now, tuple(r.uid for r in results))
+        fsync_directory(self._dir("pending"))
+        record = InstanceRecord(
+            "inferred",
+            now,
+            tuple(r.uid for r in results),
+            classes=tuple(r.sop_class_uid for r in results),
+            kinds=tuple(r.kind for r in results),
+        )
         _write_json(self._dir("instances") / f"{source_uid}.json", asdict(record))
         with self._lock:
             self._instances[source_uid] = record.state
@@ -203,8 +270,8 @@ class Outbox:
 
     def mark_sent(self, item: OutboxItem) -> None:
         pending = self.path(item)
-        pending.with_suffix(".json").unlink(missing_ok=True)  # first: a .dcm without state is a sent one
-        pending.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)  # first: a state file without its .dcm is a sent one
+        pending.with_suffix(".json").unlink(missing_ok=True)
         with self._lock:
             self._pending.pop(item.uid, None)
             self.sent += 1
@@ -241,6 +308,11 @@ class Outbox:
             return len(self._pending)
 
     @property
+    def inbox_depth(self) -> int:
+        with self._lock:
+            return len(self._inbox)
+
+    @property
     def dead_count(self) -> int:
         with self._lock:
             return len(self._dead)
@@ -260,6 +332,8 @@ class Outbox:
             dead = sorted(self._dead.values(), key=lambda item: item.queued_at)
             instances = dict(self._instances)
             skipped = list(self._skipped)
+            failed = list(self._failed)
+            inbox = len(self._inbox)
         return {
             "counts": {
                 "pending": len(pending),
@@ -267,11 +341,14 @@ class Outbox:
                 "sent_since_start": self.sent,
                 "instances_inferred": sum(1 for state in instances.values() if state == "inferred"),
                 "instances_skipped": sum(1 for state in instances.values() if state == "skipped"),
+                "instances_failed": sum(1 for state in instances.values() if state == "failed"),
+                "inbox": inbox,
             },
             "oldest_pending_age_s": round(max((now - pending[0].queued_at) if pending else 0.0, 0.0), 3),
             "pending": [_listed(item, now) for item in pending],
             "dead": [_listed(item, now) for item in dead],
             "recently_skipped": [{"sop_instance_uid": uid, "reason": reason} for uid, reason in reversed(skipped)],
+            "recently_failed": [{"sop_instance_uid": uid, "reason": reason} for uid, reason in reversed(failed)],
         }
 
 
@@ -284,6 +361,23 @@ def _listed(item: OutboxItem, now: float) -> dict[str, Any]:
         "age_s": round(now - item.queued_at, 3),
         "last_error": item.last_error,
     }
+
+
+def _write_plain(path: Path, data: bytes) -> None:
+    """Write and fsync in place (for files a later record commits), owner-only."""
+    with open(path, "wb", opener=lambda name, flags: os.open(name, flags, 0o600)) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the directory's entries (new files, renames) survive a power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -316,6 +410,7 @@ def _read_record(path: Path) -> InstanceRecord | None:
     if value is None:
         return None
     try:
-        return InstanceRecord(**{**value, "results": tuple(value.get("results", ()))})
+        lists = {key: tuple(value.get(key, ())) for key in ("results", "classes", "kinds")}
+        return InstanceRecord(**{**value, **lists})
     except TypeError:
         return None

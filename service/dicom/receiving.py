@@ -9,9 +9,10 @@
   in the A-ASSOCIATE-AC ("transfer syntaxes not supported"), so nothing undecodable is ever sent.
 - Limits: `SERVE_DICOM_MAX_PDU` (the largest P-DATA PDU we accept), `SERVE_DICOM_TIMEOUT_S` (ACSE, DIMSE and
   network timeouts); the decode budget (`SERVE_MAX_DECODE_BYTES`) applies to each instance as to an upload.
-- C-STORE status: 0x0000 once the instance's results are durably in the outbox, or it is recorded as skipped
-  or was already received; 0xA700 (out of resources: retry later) when the service is busy, warming up or
-  shutting down; 0xC000 (cannot understand) for damaged data. The Error Comment carries our reason code.
+- C-STORE status: 0x0000 once the instance is durably in the outbox's inbox (it runs in the background), or is
+  recorded as skipped, or was already received; 0xA700 (out of resources: retry later) when the node is stopping;
+  0xC000 (cannot understand) for damaged data, a transfer syntax or size it cannot decode. The Error Comment
+  carries our reason code.
 pynetdicom runs each association on its own thread; the handler hands the instance to the event loop and
 waits for its receipt, so the model runs in the service's own batches.
 """
@@ -136,7 +137,7 @@ class StoreSCP:
     def _on_store(self, event: evt.Event) -> Dataset:
         assert self.loop is not None
         data = event.encoded_dataset(include_meta=True)
-        future = asyncio.run_coroutine_threadsafe(self.node.receive(data, "dimse"), self.loop)
+        future = asyncio.run_coroutine_threadsafe(self.node.accept(data), self.loop)
         try:
             receipt = future.result(timeout=RECEIPT_WAIT_S)
         except FutureTimeout:
