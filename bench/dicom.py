@@ -10,7 +10,9 @@ node on (C-STORE SCP, results by C-STORE to a real Orthanc started by tests/orth
 - /predict: `--concurrency` keep-alive connections each posting one file at a time (bench/http_load.py), until
   every file has its answer;
 - DICOM: `--concurrency` storescu associations, each sending its share of the files one after the other (what a
-  modality or a PACS routing rule does), until Orthanc holds one SR per file (read over its REST API).
+  modality or a PACS routing rule does), until Orthanc holds one SR per file (read over its REST API). The node
+  answers a C-STORE once the instance is durably in its inbox and infers in the background; the "success status"
+  row times those answers alone.
 Both paths decode, gate and infer through the same registry and batcher; DICOM adds the association, the SR, the
 outbox write and the C-STORE to Orthanc, which Orthanc stores. The paths take turns for `--rounds` rounds (a row
 sums its rounds), so a slow spell of the shared machine falls on both. Goal: DICOM >= 90% of the /predict rate.
