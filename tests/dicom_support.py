@@ -105,6 +105,7 @@ class Destination:
     port: int = field(default_factory=free_port)
     ae_title: str = DEST_AE
     status: int = 0x0000
+    syntaxes: tuple[str, ...] | None = None  # the transfer syntaxes it accepts (None: pynetdicom's defaults)
     received: list[bytes] = field(default_factory=list)
     server: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,7 +118,7 @@ class Destination:
         ae = AE(ae_title=self.ae_title)
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
-                ae.add_supported_context(context.abstract_syntax)
+                ae.add_supported_context(context.abstract_syntax, list(self.syntaxes) if self.syntaxes else None)
 
         def on_store(event: evt.Event) -> int:
             with self.lock:

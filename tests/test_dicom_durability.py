@@ -26,6 +26,7 @@ from dicom_support import (
     with_new_uids,
 )
 from orthanc_support import storescu
+from pydicom.uid import ImplicitVRLittleEndian
 from service_support import metric_samples, running_server, sample, service_process, wait_until
 
 from service.dicom.outbox import Backoff, Outbox, Result
@@ -180,3 +181,18 @@ def test_retries_back_off_exponentially_up_to_the_cap(tmp_path: Path) -> None:
     reopened.open()  # the attempt count and the next attempt's time survive a restart
     (again,) = reopened.due(before + 1.5, 10)
     assert again.attempts == 1 and reopened.due(before, 10) == []
+
+
+def test_a_destination_taking_only_implicit_vr_gets_the_results_converted(models: Path, tmp_path: Path) -> None:
+    dest = Destination(syntaxes=(ImplicitVRLittleEndian,)).start()
+    try:
+        settings = dicom_settings(models, tmp_path / "outbox", dest.url)
+        with running_server(settings):
+            assert settings.dicom_port is not None
+            path = with_new_uids(CHEST_JPEG, tmp_path / "in")
+            storescu([path], host="127.0.0.1", port=settings.dicom_port, called_ae=SCP_AE, calling_ae=MODALITY_AE)
+            wait_until(lambda: len(dest.received) == 1, what="the converted SR")
+    finally:
+        dest.stop()
+    (sr,) = dest.datasets()
+    assert sr.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian and sr_source_uid(sr) == path.stem

@@ -30,7 +30,15 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import MPEG2MPML, ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
-from service_support import RunningServer, metric_samples, running_server, sample, wait_until
+from service_support import (
+    RunningServer,
+    build_tiny_model,
+    metric_samples,
+    record_for,
+    running_server,
+    sample,
+    wait_until,
+)
 
 from service.config import Settings
 
@@ -227,3 +235,24 @@ def test_an_accepted_instance_whose_pixels_fail_to_decode_is_recorded_failed(mod
     assert listing["counts"]["instances_failed"] == 1 and listing["counts"]["inbox"] == 0
     assert sample(samples, "serve_dicom_instances_refused_total", code="corrupt_image") == 1
     assert dest.received == []
+
+
+def test_instances_run_on_the_model_dicom_is_routed_to(tmp_path: Path) -> None:
+    models = chest_model(tmp_path / "models")  # the default model: chest-test, for chest radiographs only
+    build_tiny_model(tmp_path / "models" / "zeta-test" / "0.0.1" / "model.onnx", record_for("zeta-test", "0.0.1"))
+    ct = with_new_uids(Path(get_testdata_file("CT_small.dcm")), tmp_path / "in")  # type: ignore[arg-type]
+    with destination() as dest:
+        settings = dicom_settings(models, tmp_path / "outbox", dest.url, dicom_model="zeta-test/0.0.1")
+        with running_server(settings) as server:
+            send(settings, [ct])  # outside chest-test's use, inside zeta-test's (it has no restriction)
+            wait_until(lambda: len(dest.received) == 1, what="zeta-test's SR")
+            with server.client() as client:
+                answer = client.post("/v1/models/zeta-test/predict", files={"file": ("x.dcm", ct.read_bytes())})
+    (sr,) = dest.datasets()
+    top = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
+    assert top["Algorithm Name"].TextValue == "zeta-test" and top["Algorithm Version"].TextValue == "0.0.1"
+    expected = {p["label"]: p["probability"] for p in answer.json()["results"][0]["predictions"]}
+    assert sr_probabilities(sr) == expected
+    unknown = dicom_settings(models, tmp_path / "outbox2", dest.url, dicom_model="no-such-model")
+    with pytest.raises(RuntimeError, match="failed to start"), running_server(unknown):
+        pass

@@ -20,12 +20,14 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, _config
 
 from service.dicom.addresses import Destination
 from service.dicom.metrics import DicomMetrics
@@ -34,7 +36,9 @@ from service.dicom.stow import encode_related, failed_uids
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 16  # results per association or STOW-RS request
+BATCH_SIZE = 16  # results per C-STORE round or STOW-RS request
+IDLE_RELEASE_S = 5.0  # an association with nothing to send is released after this
+RESULT_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7")  # Comprehensive SR, SC
 IDLE_POLL_S = 1.0
 WARNING_STATUSES = {0xB000, 0xB006, 0xB007}  # C-STORE warnings: stored (coerced / elements discarded)
 PERMANENT_HTTP = {400, 409, 413, 415}
@@ -52,50 +56,94 @@ class Sent:
 class Sender(Protocol):
     def send(self, batch: list[tuple[OutboxItem, Path]]) -> list[Sent]: ...
 
+    def close_idle(self, *, force: bool = False) -> None: ...
+
 
 class DimseSender:
-    """C-STORE SCU: one association per batch, proposing each result's SOP class in Explicit and Implicit VR LE."""
+    """C-STORE SCU over one association kept open between batches (released after `IDLE_RELEASE_S` idle).
+
+    Each result SOP class is proposed twice, in Explicit VR Little Endian (how the outbox stores results: the
+    file's bytes are sent as they are, with no parse or re-encode) and in Implicit VR Little Endian (the one
+    every SCP accepts: the result is then converted on the way)."""
 
     def __init__(self, destination: Destination, ae_title: str, timeout_s: float, max_pdu: int) -> None:
         self.destination = destination
-        self.ae_title = ae_title
-        self.timeout_s = timeout_s
         self.max_pdu = max_pdu
+        self.ae = AE(ae_title=ae_title)
+        self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = timeout_s
+        self.ae.connection_timeout = timeout_s
+        for sop_class in RESULT_CLASSES:
+            self.ae.add_requested_context(sop_class, [ExplicitVRLittleEndian])
+            self.ae.add_requested_context(sop_class, [ImplicitVRLittleEndian])
+        self._assoc: Any = None
+        self._last_used = 0.0
 
     def send(self, batch: list[tuple[OutboxItem, Path]]) -> list[Sent]:
-        ae = AE(ae_title=self.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
-        ae.connection_timeout = self.timeout_s
-        for sop_class in sorted({item.sop_class_uid for item, _ in batch}):
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        dest = self.destination
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, max_pdu=self.max_pdu)
+        reused = self._assoc is not None and self._assoc.is_established
+        answers = self._send(batch)
+        if reused and answers and answers[0].error in ("association_lost", "no_response"):
+            self.close_idle(force=True)  # the peer dropped the association while it was idle: reconnect once
+            answers = self._send(batch)
+        self._last_used = time.monotonic()
+        return answers
+
+    def _send(self, batch: list[tuple[OutboxItem, Path]]) -> list[Sent]:
+        assoc = self._association()
         if not assoc.is_established:
             error = "association_rejected" if assoc.is_rejected else "connection_failed"
+            self._assoc = None
             return [Sent(False, error) for _ in batch]
         answers = []
-        try:
-            for _, path in batch:
-                answers.append(self._store(assoc, path))
-        finally:
-            if assoc.is_established:
-                assoc.release()
+        for item, path in batch:
+            if not assoc.is_established:
+                break
+            answers.append(_store(assoc, item.sop_class_uid, path))
         return answers + [Sent(False, "association_lost")] * (len(batch) - len(answers))
 
-    @staticmethod
-    def _store(assoc: object, path: Path) -> Sent:
-        try:
-            status = assoc.send_c_store(path)  # type: ignore[attr-defined]
-        except Exception as exc:  # a context not accepted, a file that vanished: the type is enough
-            return Sent(False, f"send_error_{type(exc).__name__}")
-        code = getattr(status, "Status", None)
-        if code is None:
-            return Sent(False, "no_response")
-        code = int(code)
-        if code == 0 or code in WARNING_STATUSES:
-            return Sent(True)
-        permanent = (code & 0xF000) == 0xC000 or (code & 0xFF00) == 0xA900 or code in (0x0122, 0x0124)
-        return Sent(False, f"status_0x{code:04x}", permanent)
+    def _association(self) -> Any:
+        if self._assoc is None or not self._assoc.is_established:
+            dest = self.destination
+            self._assoc = self.ae.associate(dest.host, dest.port, ae_title=dest.ae_title, max_pdu=self.max_pdu)
+        return self._assoc
+
+    def close_idle(self, *, force: bool = False) -> None:
+        """Release the association when it has been idle for `IDLE_RELEASE_S` (or now, with `force`)."""
+        if self._assoc is None:
+            return
+        if force or not self._assoc.is_established or time.monotonic() - self._last_used > IDLE_RELEASE_S:
+            if self._assoc.is_established:
+                self._assoc.release()
+            self._assoc = None
+
+
+def _store(assoc: Any, sop_class: str, path: Path) -> Sent:
+    try:
+        status = _send_file(assoc, sop_class, path)
+    except Exception as exc:  # a file that vanished, an association that broke: the type is enough
+        return Sent(False, f"send_error_{type(exc).__name__}")
+    code = getattr(status, "Status", None)
+    if code is None:
+        return Sent(False, "no_response")
+    code = int(code)
+    if code == 0 or code in WARNING_STATUSES:
+        return Sent(True)
+    permanent = (code & 0xF000) == 0xC000 or (code & 0xFF00) == 0xA900 or code in (0x0122, 0x0124)
+    return Sent(False, f"status_0x{code:04x}", permanent)
+
+
+def _send_file(assoc: Any, sop_class: str, path: Path) -> Any:
+    """The file's own bytes when its syntax (explicit VR) was accepted for its class; else a parsed copy, converted."""
+    explicit = any(
+        cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == ExplicitVRLittleEndian
+        for cx in assoc.accepted_contexts
+    )
+    if not explicit:
+        return assoc.send_c_store(dcmread(path))
+    previous, _config.STORE_SEND_CHUNKED_DATASET = _config.STORE_SEND_CHUNKED_DATASET, True
+    try:
+        return assoc.send_c_store(path)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = previous
 
 
 class StowSender:
@@ -112,6 +160,9 @@ class StowSender:
             token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             self.headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
         self.timeout_s = timeout_s
+
+    def close_idle(self, *, force: bool = False) -> None:
+        return None  # urllib opens a connection per request
 
     def send(self, batch: list[tuple[OutboxItem, Path]]) -> list[Sent]:
         content_type, body = encode_related([path.read_bytes() for _, path in batch])
@@ -180,6 +231,7 @@ class DeliveryWorker:
         while not self._stopping:
             batch = self.outbox.due(time.time(), BATCH_SIZE)
             if not batch:
+                await loop.run_in_executor(self.executor, self.sender.close_idle)
                 wait = self.outbox.next_due_in(time.time())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=min(IDLE_POLL_S, wait or IDLE_POLL_S))
@@ -211,4 +263,5 @@ class DeliveryWorker:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
             if not self._task.done():
                 self._task.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.submit(partial(self.sender.close_idle, force=True))
+        self.executor.shutdown(wait=True, cancel_futures=False)
