@@ -98,21 +98,41 @@ def fresh_copies(sources: Sequence[Path], copies: int, folder: Path) -> list[Pat
     return made
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Row:
     path: str
     instances: int = 0
     seconds: float = 0.0
     failures: int = 0
+    service_cpu_s: float | None = None  # the service process's CPU over the row's runs
+    orthanc_cpu_s: float | None = None
 
-    def add(self, instances: int, seconds: float, failures: int) -> None:
+    def add(self, instances: int, seconds: float, failures: int, cpu: tuple[float, float] | None = None) -> None:
         self.instances += instances
         self.seconds += seconds
         self.failures += failures
+        if cpu is not None:
+            self.service_cpu_s = (self.service_cpu_s or 0.0) + cpu[0]
+            self.orthanc_cpu_s = (self.orthanc_cpu_s or 0.0) + cpu[1]
 
     @property
     def rate(self) -> float:
         return self.instances / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        def per_instance(cpu_s: float | None) -> str:
+            return f"{1000 * cpu_s / self.instances:>9.1f}" if cpu_s is not None and self.instances else f"{'-':>9}"
+
+        return (
+            f"{self.path:<36} {self.instances:>9} {self.seconds:>8.2f} {self.rate:>7.2f} {self.failures:>6} "
+            f"{per_instance(self.service_cpu_s)} {per_instance(self.orthanc_cpu_s)}"
+        )
 
 
 class Node:
@@ -258,25 +278,29 @@ def main(args: argparse.Namespace) -> None:
             "acked": Row("C-STORE -> success status"),
             "dicom": Row("C-STORE -> SR stored in Orthanc"),
         }
+        assert orthanc.process is not None
+        orthanc_pid = orthanc.process.pid
         per_round: list[float] = []  # DICOM / predict seconds for the same files, round by round
         for number in range(args.rounds):
             files = fresh_copies(sources, args.copies, Path(folder) / f"round{number}")
             order = ("predict", "dicom") if number % 2 == 0 else ("dicom", "predict")
             took: dict[str, float] = {}
             for path in order:
+                cpu_before = (cpu_seconds(node.process.pid), cpu_seconds(orthanc_pid))
                 if path == "predict":
                     took[path], failures = run_predict(node, files, args.concurrency)
-                    rows[path].add(len(files), took[path], failures)
                 else:
                     acknowledged, took[path], failures = run_dicom(node, orthanc, files, args.concurrency)
                     rows["acked"].add(len(files), acknowledged, failures)
-                    rows["dicom"].add(len(files), took[path], failures)
+                cpu = (cpu_seconds(node.process.pid) - cpu_before[0], cpu_seconds(orthanc_pid) - cpu_before[1])
+                rows[path].add(len(files), took[path], failures, cpu)
             per_round.append(took["predict"] / took["dicom"])
         sent = len(warm) + rows["dicom"].instances
         stored = orthanc.count_instances()
-    print(f"\n{'path':<36} {'instances':>9} {'seconds':>8} {'inst/s':>7} {'failed':>6}")
+    print("CPU ms/inst: CPU time of the service process and of Orthanc over the row's runs, per instance")
+    print(f"\n{'path':<36} {'instances':>9} {'seconds':>8} {'inst/s':>7} {'failed':>6} {'svc CPU':>9} {'Orth CPU':>9}")
     for row in rows.values():
-        print(f"{row.path:<36} {row.instances:>9} {row.seconds:>8.2f} {row.rate:>7.2f} {row.failures:>6}")
+        print(row.line())
     ratio = rows["dicom"].rate / rows["predict"].rate if rows["predict"].rate else float("nan")
     verdict = "meets" if ratio >= 0.9 else "misses"
     print(f"SRs in Orthanc: {stored} for {sent} instances sent by C-STORE (warm-up included)")

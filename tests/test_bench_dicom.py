@@ -29,7 +29,7 @@ def test_the_dicom_benchmark_runs_both_paths_and_prints_the_ratio() -> None:
                            flags=re.MULTILINE))  # fmt: skip
     assert set(rows) == {"POST /predict -> answer", "C-STORE -> SR stored in Orthanc"}, result.stdout
     for row in rows.values():
-        instances, _seconds, _rate, failed = row.split()
+        instances, _seconds, _rate, failed, _service_cpu, _orthanc_cpu = row.split()
         assert (int(instances), int(failed)) == (3, 0), row
     assert re.search(r"^DICOM / predict = \d+\.\d\d \((meets|misses) the goal", result.stdout, flags=re.MULTILINE)
     assert "SRs in Orthanc: 6 for 6 instances sent by C-STORE" in result.stdout  # 3 warm-up + 3: each once
