@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     dicom_max_pdu: int = Field(default=65536, ge=0, description="largest P-DATA PDU received (0 = no limit)")
     dicom_max_associations: int = Field(default=8, ge=1, description="DICOM associations at once before rejection")
     dicom_timeout_s: float = Field(default=30.0, gt=0, description="DICOM ACSE, DIMSE and network timeouts")
+    dicom_max_inbox: int = Field(
+        default=10000, ge=1, description="C-STORE instances accepted and not yet run before 0xA700 (retry later)"
+    )
     dicom_retry_base_s: float = Field(default=1.0, gt=0, description="first retry delay of a failed result send")
     dicom_retry_cap_s: float = Field(default=30.0, gt=0, description="longest delay between send retries")
     dicom_dead_letter_after_s: float = Field(

@@ -23,6 +23,7 @@ from dicom_support import (
     dicom_settings,
     require_samples,
     sr_probabilities,
+    sr_source_uid,
     with_new_uids,
 )
 from orthanc_support import echoscu, require_dcmtk, storescu
@@ -33,6 +34,7 @@ from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 from service_support import (
     RunningServer,
     build_tiny_model,
+    gated_server,
     metric_samples,
     record_for,
     running_server,
@@ -256,3 +258,22 @@ def test_instances_run_on_the_model_dicom_is_routed_to(tmp_path: Path) -> None:
     unknown = dicom_settings(models, tmp_path / "outbox2", dest.url, dicom_model="no-such-model")
     with pytest.raises(RuntimeError, match="failed to start"), running_server(unknown):
         pass
+
+
+def test_a_full_inbox_answers_out_of_resources_and_loses_nothing(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = (with_new_uids(CHEST_JPEG, tmp_path / "in") for _ in range(2))
+    with destination() as dest:
+        settings = dicom_settings(models, tmp_path / "outbox", dest.url, dicom_max_inbox=1)
+        assert settings.dicom_port is not None
+        with gated_server(monkeypatch, settings, closed=True) as (server, gate):  # the model stays in warm-up
+            accepted = _send_raw(settings.dicom_port, first)
+            refused = _send_raw(settings.dicom_port, second)
+            with server.client() as client:
+                assert client.get("/v1/dicom/outbox").json()["counts"]["inbox"] == 1
+            gate.open.set()  # warm-up ends: the inbox instance runs on its next retry
+            wait_until(lambda: len(dest.received) == 1, what="the first instance's SR")
+    assert accepted.Status == 0x0000
+    assert refused.Status == 0xA700 and str(refused.ErrorComment).startswith("overloaded")
+    assert sr_source_uid(dest.datasets()[0]) == first.stem

@@ -95,7 +95,9 @@ async def _start(
     assert settings.dicom_destination is not None
     metrics.track_outbox(lambda: outbox.depth, lambda: outbox.dead_count, outbox.oldest_age_s)
     metrics.inbox_depth.set_function(lambda: outbox.inbox_depth)
-    node = DicomNode(served, outbox, admission, metrics, heatmap_sc=settings.dicom_heatmap_sc)
+    node = DicomNode(
+        served, outbox, admission, metrics, heatmap_sc=settings.dicom_heatmap_sc, max_inbox=settings.dicom_max_inbox
+    )
     destination = parse_destination(settings.dicom_destination)
     sender = make_sender(destination, settings.dicom_ae_title, settings.dicom_timeout_s, settings.dicom_max_pdu)
     worker = DeliveryWorker(outbox, sender, metrics)

@@ -72,13 +72,21 @@ class DicomNode:
     """The pipeline and its state: the routed model, the outbox, the in-progress set, the background work."""
 
     def __init__(
-        self, served: ServedModel, outbox: Outbox, admission: Admission, metrics: DicomMetrics, *, heatmap_sc: bool
+        self,
+        served: ServedModel,
+        outbox: Outbox,
+        admission: Admission,
+        metrics: DicomMetrics,
+        *,
+        heatmap_sc: bool,
+        max_inbox: int = 10000,
     ) -> None:
         self.served = served
         self.outbox = outbox
         self.admission = admission
         self.metrics = metrics
         self.heatmap_sc = heatmap_sc
+        self.max_inbox = max_inbox
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-outbox")  # serial, fsynced writes
         self.on_commit: Callable[[], None] | None = None  # wakes the delivery worker
         self._in_progress: dict[str, asyncio.Future[None]] = {}
@@ -102,9 +110,11 @@ class DicomNode:
         """C-STORE: screen one instance and put it in the inbox; `process` runs it in the background."""
         self.metrics.received.labels("dimse").inc()
         if self.draining:
-            return self._refused(
-                Receipt("refused", code="shutting_down", detail="the node is stopping", transient=True)
-            )
+            detail = "the node is stopping"
+            return self._refused(Receipt("refused", code="shutting_down", detail=detail, transient=True))
+        if self.outbox.inbox_depth >= self.max_inbox:
+            detail = f"{self.max_inbox} received instances are waiting for the model (SERVE_DICOM_MAX_INBOX)"
+            return self._refused(Receipt("refused", code="overloaded", detail=detail, transient=True))
         screened = await self._screen(data, None)
         if isinstance(screened, Receipt):
             return screened

@@ -41,7 +41,8 @@ from medcore.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
-RECENT_SKIPPED = 100  # skipped instances listed on /v1/dicom/outbox (all are kept on disk)
+RECENT_SKIPPED = 100  # skipped (and failed) instances listed on /v1/dicom/outbox (all are kept on disk)
+LISTED = 1000  # pending results and dead letters listed there, oldest first (the counts cover all)
 
 
 class OutboxInUseError(RuntimeError):
@@ -345,8 +346,8 @@ class Outbox:
                 "inbox": inbox,
             },
             "oldest_pending_age_s": round(max((now - pending[0].queued_at) if pending else 0.0, 0.0), 3),
-            "pending": [_listed(item, now) for item in pending],
-            "dead": [_listed(item, now) for item in dead],
+            "pending": [_listed(item, now) for item in pending[:LISTED]],
+            "dead": [_listed(item, now) for item in dead[:LISTED]],
             "recently_skipped": [{"sop_instance_uid": uid, "reason": reason} for uid, reason in reversed(skipped)],
             "recently_failed": [{"sop_instance_uid": uid, "reason": reason} for uid, reason in reversed(failed)],
         }

@@ -10,9 +10,9 @@
 - Limits: `SERVE_DICOM_MAX_PDU` (the largest P-DATA PDU we accept), `SERVE_DICOM_TIMEOUT_S` (ACSE, DIMSE and
   network timeouts); the decode budget (`SERVE_MAX_DECODE_BYTES`) applies to each instance as to an upload.
 - C-STORE status: 0x0000 once the instance is durably in the outbox's inbox (it runs in the background), or is
-  recorded as skipped, or was already received; 0xA700 (out of resources: retry later) when the node is stopping;
-  0xC000 (cannot understand) for damaged data, a transfer syntax or size it cannot decode. The Error Comment
-  carries our reason code.
+  recorded as skipped, or was already received; 0xA700 (out of resources: retry later) when the node is stopping
+  or `SERVE_DICOM_MAX_INBOX` instances already wait for the model; 0xC000 (cannot understand) for damaged data,
+  a transfer syntax or a size it cannot decode. The Error Comment carries our reason code.
 pynetdicom runs each association on its own thread; the handler hands the instance to the event loop and
 waits for its receipt, so the model runs in the service's own batches.
 """
