@@ -119,6 +119,9 @@ class Outbox:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self._take_lock()
+        for name in ("inbox", "instances", "pending", "dead"):  # a writer killed mid-write left these; none runs now
+            for stale in self._dir(name).glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         expected = self._load_records()
         for name, index in (("pending", self._pending), ("dead", self._dead)):
             self._load_results(name, index, expected)
