@@ -1,9 +1,9 @@
-# Two commands a new user needs:  `make serve`  and  `make test`.
+# Two commands a new user needs:  `make serve`  and  `make test`; `make train-env` only sets up .venv for training.
 PYTHON ?= python3
 SERVE_VENV := .venv-serve
 DEV_VENV := .venv
 
-.PHONY: serve test lint typecheck pytest docker-build docker-up docker-smoke docker-down docker-check clean
+.PHONY: serve test train-env lint typecheck pytest docker-build docker-up docker-smoke docker-down docker-check clean
 
 # Set up a torch-free environment and start the service on the bundled default model.
 serve: $(SERVE_VENV)/.installed
@@ -17,6 +17,9 @@ $(SERVE_VENV)/.installed: pyproject.toml
 
 # Set up the full environment (training, export, serving, tools) and run ruff, mypy and pytest.
 test: $(DEV_VENV)/.installed lint typecheck pytest
+
+# Set up the full environment (.venv: training, export, serving and the test tools) without running anything.
+train-env: $(DEV_VENV)/.installed
 
 # A CPU-only machine: `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs PyTorch's CPU build
 # (about 0.2 GB) first; the package index's default build brings 3.2 GB of NVIDIA libraries.

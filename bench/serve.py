@@ -14,7 +14,11 @@ Every system does the same work per image: decode + preprocess with medcore.imag
 - plain FastAPI: a minimal server that runs onnxruntime (default session options) per request in FastAPI's
   threadpool (no batching);
 - LitServe: its LitAPI with batching on (max_batch_size 8, batch_timeout 5 ms), default server settings;
-- service: `python -m service` with its default settings (pipelined decode, micro-batching, admission).
+- service: `python -m service` with its default settings (pipelined decode, micro-batching, admission);
+- service int8: the same on the model's int8 variant (model.int8.onnx beside it, when there is one), against
+  plain FastAPI on fp32 at c=8 (goal >= 1.3x), with the variant's AUROC change beside it (from its record's
+  export gate; bench/score_presentations.py --compare int8 measures it through the service on both test
+  presentations).
 Servers run as subprocesses on free 127.0.0.1 ports, all at once, and are stopped at the end. At each
 concurrency the systems take `--rounds` turns (a row sums its rounds), so that a slow spell of the machine
 falls on all of them; a server not being measured is paused (SIGSTOP). The load generator is
@@ -51,6 +55,7 @@ from fastapi import FastAPI, File, UploadFile
 from http_load import Connection, build_post
 from prometheus_client.parser import text_string_to_metric_families
 
+from export.layout import variant_path
 from medcore.imaging import load_model_input
 from service.config import BUNDLED_MODEL
 from service.model import load_model
@@ -107,6 +112,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=256, help="requests per system and concurrency")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop a row early after this long")
     parser.add_argument("--rounds", type=int, default=4, help="turns the systems take at each concurrency")
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help=f"concurrency to run (repeatable; default {CONCURRENCY})"
+    )
     parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--litserve-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -378,11 +386,33 @@ def running(process: subprocess.Popen[bytes]) -> Iterator[None]:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM of a live process: its peak resident memory so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """A server's peak resident memory: VmHWM summed over every process of its group (it leads one), so
+    LitServe's inference workers count as well as its parent. Each process's own peak: an upper bound when
+    their peaks fall at different moments."""
+    total_kib = 0
+    for member in process_group(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:  # exited meanwhile
+            continue
+        total_kib += next((int(line.split()[1]) for line in lines if line.startswith("VmHWM:")), 0)
+    return total_kib / 1024 if total_kib else float("nan")
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live processes whose process group is `pgid` (field 5 of /proc/<pid>/stat)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        if int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
 
 
 @dataclass
@@ -442,18 +472,32 @@ def main(args: argparse.Namespace) -> None:
 SYSTEMS = ("onnxruntime", "plain FastAPI", "LitServe", "service")
 
 
+INT8 = "service int8"
+
+
+def int8_file(model: Path) -> Path | None:
+    """The int8 variant beside an fp32 file (model.onnx -> model.int8.onnx), if there is one."""
+    path = variant_path(model, "int8")
+    return path if path != model and path.is_file() else None
+
+
 def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
     data = image.read_bytes()
     record = load_model(model, provider="cpu").record
+    int8 = int8_file(model)
+    systems = (*SYSTEMS, INT8) if int8 else SYSTEMS
     print(
         f"\nmodel: {record.name} {record.version}, input {record.preprocessing.channels}x"
         f"{record.preprocessing.height}x{record.preprocessing.width}, {record.num_outputs} outputs; image: "
         f"{image.name} ({len(data)} bytes); {args.requests} requests per row (or {args.max_seconds:.0f} s) in "
         f"{args.rounds} rounds, the systems taking turns, after {WARMUP_REQUESTS} warm-up requests each"
     )
-    print("RSS MB: peak resident memory of the server process (onnxruntime rows: this whole bench process)")
+    print(
+        "RSS MB: peak resident memory of the server's processes, its workers included (sum of each one's peak; "
+        "onnxruntime rows: this whole bench process)"
+    )
     me = [sys.executable, str(Path(__file__).resolve()), "--model", str(model)]
-    ports = {name: free_port() for name in SYSTEMS[1:]}
+    ports = {name: free_port() for name in systems[1:]}
     commands = {
         "plain FastAPI": ([*me, "--plain-server", "--port", str(ports["plain FastAPI"])], {}, "/health/ready"),
         "LitServe": ([*me, "--litserve-server", "--port", str(ports["LitServe"])], {}, "/health"),
@@ -468,6 +512,10 @@ def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
             "/health/ready",
         ),
     }
+    if int8 is not None:
+        service_command, service_env, service_health = commands["service"]
+        env = {**service_env, "SERVE_MODEL_PATH": str(int8.resolve()), "SERVE_PORT": str(ports[INT8])}
+        commands[INT8] = (service_command, env, service_health)
     requests = {name: build_post("127.0.0.1", port, "/predict", data) for name, port in ports.items()}
     in_process = InProcess(model, data)
     with contextlib.ExitStack() as stack:
@@ -482,10 +530,10 @@ def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
             asyncio.run(bench_http(port, requests[name], 1, WARMUP_REQUESTS, 60))
             pause(processes[name])
         print(HEADER)
-        rows: dict[str, list[Result]] = {name: [] for name in SYSTEMS}
+        rows: dict[str, list[Result]] = {name: [] for name in systems}
         spreads: dict[int, tuple[float, float]] = {}
-        for concurrency in CONCURRENCY:
-            cells = {name: Cell() for name in SYSTEMS}
+        for concurrency in args.concurrency or CONCURRENCY:
+            cells = {name: Cell() for name in systems}
             per_round, seconds = max(1, args.requests // args.rounds), args.max_seconds / args.rounds
             for _ in range(args.rounds):
                 cells["onnxruntime"].add(in_process.run(concurrency, per_round, seconds))
@@ -504,6 +552,8 @@ def bench_model(model: Path, image: Path, args: argparse.Namespace) -> None:
             ]
             spreads[concurrency] = (min(ratios), max(ratios)) if ratios else (float("nan"), float("nan"))
     print(verdict(rows, spreads))
+    if int8 is not None:
+        print(int8_verdict(rows, int8))
 
 
 def self_peak_rss_mb() -> float:
@@ -525,6 +575,30 @@ def verdict(rows: dict[str, list[Result]], spreads: dict[int, tuple[float, float
         if mine.concurrency == 8:
             line += f", service/in-process {rate / local_rate:.2f}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def int8_verdict(rows: dict[str, list[Result]], int8: Path) -> str:
+    """The int8 goal: the service on int8 >= 1.3x plain FastAPI on fp32 at c=8, and what int8 costs in AUROC."""
+    rates = {
+        name: {r.concurrency: len(r.latencies_s) / r.wall_s for r in rows[name]} for name in (INT8, "plain FastAPI")
+    }
+    parity = load_model(int8, provider="cpu").record.parity
+    deltas = [
+        f"{split} {values['delta']:+.4f}"
+        for split, labels in (parity.get("auroc") or {}).items()
+        for values in labels.values()
+        if values.get("delta") is not None
+    ]
+    shown = ", ".join(deltas) or "not recorded"
+    lines = []
+    for concurrency, rate in rates[INT8].items():
+        plain = rates["plain FastAPI"].get(concurrency, float("nan"))
+        goal = " (goal >= 1.30)" if concurrency == 8 else ""
+        lines.append(
+            f"c={concurrency}: service int8 / plain FastAPI fp32 img/s {rate / plain if plain else float('nan'):.2f}"
+            f"{goal}; int8 delta AUROC vs fp32 (export gate, {parity.get('gate', {}).get('split', '?')}-gated): {shown}"
+        )
     return "\n".join(lines)
 
 

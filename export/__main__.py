@@ -15,7 +15,7 @@ from typing import Any
 from export.errors import ExportError
 from export.parity import DEFAULT_TOLERANCE
 
-COMMANDS = ("onnx", "inspect", "evaluate", "quantize", "fp16", "card")
+COMMANDS = ("onnx", "inspect", "evaluate", "quantize", "fp16", "card", "intended-use")
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -43,6 +43,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     from export.card import add_arguments as add_card_arguments
 
     add_card_arguments(commands.add_parser("card", help="write MODEL_CARD.md from the record and metrics"))
+    from export.intended_use import add_arguments as add_use_arguments
+
+    add_use_arguments(
+        commands.add_parser("intended-use", help="set the intended use in an exported file's record (and variants')")
+    )
     return parser
 
 
@@ -64,6 +69,9 @@ def _onnx_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", help="model version to write instead of the checkpoint record's")
     parser.add_argument("--report", type=Path, metavar="JSON", help="also write the export report as JSON")
     parser.add_argument("--force", action="store_true", help="replace an existing file")
+    from export.intended_use import add_intended_use_arguments
+
+    add_intended_use_arguments(parser)
 
 
 def _variant_parser(parser: argparse.ArgumentParser, variant: str) -> None:
@@ -94,13 +102,13 @@ def _variant_parser(parser: argparse.ArgumentParser, variant: str) -> None:
         default=agreement,
         help=f"least share of validation decisions that must agree with fp32 (default {agreement:g})",
     )
+    parser.add_argument(
+        "--max-delta-auroc",
+        type=float,
+        default=DEFAULT_MAX_DELTA_AUROC,
+        help=f"largest allowed |validation AUROC change| per label (default {DEFAULT_MAX_DELTA_AUROC:g})",
+    )
     if int8:
-        parser.add_argument(
-            "--max-delta-auroc",
-            type=float,
-            default=DEFAULT_MAX_DELTA_AUROC,
-            help=f"largest allowed |validation AUROC change| (default {DEFAULT_MAX_DELTA_AUROC:g})",
-        )
         parser.add_argument(
             "--calibration-samples",
             type=int,
@@ -124,6 +132,7 @@ def _parity_images(parser: argparse.ArgumentParser) -> None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
+    from export.intended_use import intended_use_from_args
     from export.onnx_export import export_onnx
 
     report = export_onnx(
@@ -138,6 +147,7 @@ def run_onnx(args: argparse.Namespace) -> int:
         exporter=args.exporter,
         heatmaps=not args.no_heatmaps,
         force=args.force,
+        intended_use=lambda current: intended_use_from_args(args, current),
     )
     print(report.summary())
     _write_report(args.report, report.to_dict())
@@ -149,6 +159,7 @@ def run_variant(args: argparse.Namespace) -> int:
         "parity_images": args.parity_images,
         "tolerance": args.tolerance,
         "min_agreement": args.min_agreement,
+        "max_delta_auroc": args.max_delta_auroc,
         "speed_seconds": args.speed_seconds,
         "force": args.force,
     }
@@ -158,7 +169,6 @@ def run_variant(args: argparse.Namespace) -> int:
         report = quantize_int8(
             args.model,
             args.output,
-            max_delta_auroc=args.max_delta_auroc,
             calibration_samples=args.calibration_samples,
             **common,
         )
@@ -193,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     from export.card import run_card
     from export.evaluate import run_evaluate
+    from export.intended_use import run_intended_use
 
     handlers: dict[str, Handler] = {
         "onnx": run_onnx,
@@ -201,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quantize": run_variant,
         "fp16": run_variant,
         "card": run_card,
+        "intended-use": run_intended_use,
     }
     try:
         return handlers[args.command](args)

@@ -16,6 +16,7 @@ from typing import Any
 from export.atomic import write_checked
 from export.evaluation import read_record_any
 from export.layout import CARD_FILE, METRICS_FILE, variant_path
+from medcore.caveats import training_caveats
 from medcore.record import ModelRecord, Variant
 
 NOT_A_DEVICE = (
@@ -28,7 +29,7 @@ METRIC_ROWS = ("auroc", "accuracy", "sensitivity", "specificity", "f1", "average
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="the fp32 ONNX file (model.onnx); variants beside it are found")
     parser.add_argument("--metrics", type=Path, help=f"metrics JSON (default: {METRICS_FILE} beside the model)")
-    parser.add_argument("--notes", type=Path, help="markdown appended as further sections")
+    parser.add_argument("--notes", type=Path, help="optional markdown appended as further sections")
     parser.add_argument("--out", type=Path, help=f"card to write (default: {CARD_FILE} beside the model)")
     parser.add_argument("--force", action="store_true", help="replace an existing card")
 
@@ -39,6 +40,8 @@ def run_card(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
     metrics_path = args.metrics or args.model.with_name(METRICS_FILE)
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    if args.notes is not None and not args.notes.is_file():
+        raise ValueError(f"notes file {args.notes} does not exist (notes are optional: leave out --notes)")
     notes = args.notes.read_text() if args.notes else ""
     text = render_card(args.model, metrics, notes)
     write_checked(out, text.encode(), lambda path: None)
@@ -52,11 +55,13 @@ def render_card(model: Path, metrics: dict[str, Any] | None, notes: str = "") ->
     variants = {v: read_record_any(p) for v in names if (p := variant_path(model, v)).is_file()}
     sections = [
         f"# Model card: {record.name} {record.version}\n\n{NOT_A_DEVICE}",
-        _intended_use(record),
+        "\n".join(f"> **Caution.** {caveat}" for caveat in training_caveats(record)),
+        _intended_use(record, _record_edits(model)),
         _model(record, model),
         _data(record),
         _preprocessing(record),
         _thresholds(record),
+        _probabilities(record, metrics),
         _metrics(metrics),
         _variants(model, record, variants),
         _reproduce(model, record, variants),
@@ -67,18 +72,46 @@ def render_card(model: Path, metrics: dict[str, Any] | None, notes: str = "") ->
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def _intended_use(record: ModelRecord) -> str:
+def _intended_use(record: ModelRecord, edits: list[dict[str, Any]] | None = None) -> str:
     use = record.intended_use
     lines = ["## Intended use", "", use.description or "(the record states no intended use)", ""]
-    for name, values in (
-        ("Modalities", use.modalities),
-        ("Body parts", use.body_parts),
-        ("View positions", use.view_positions),
-    ):
-        lines.append(f"- {name}: {', '.join(values) if values else 'not restricted'}")
-    lines.extend(f"- Out of scope: {item}" for item in use.out_of_scope)
-    lines.append("\nDICOM inputs whose tags lie outside the restricted values are refused by the service.")
+    restricted = [
+        (name, values)
+        for name, values in (
+            ("DICOM Modality (0008,0060)", use.modalities),
+            ("DICOM BodyPartExamined (0018,0015)", use.body_parts),
+            ("DICOM ViewPosition (0018,5101)", use.view_positions),
+        )
+        if values
+    ]
+    lines += [f"- {name}: {', '.join(values)}" for name, values in restricted]
+    lines += [f"- Out of scope: {item}" for item in use.out_of_scope]
+    if restricted:
+        lines.append(
+            "\nThe service refuses a DICOM whose tags lie outside these values with 422 `outside_intended_use`, "
+            "and one that lacks a restricted tag (absent or empty) likewise: the service cannot confirm the use. "
+            "Other images (PNG, JPEG, TIFF) carry no such tags and are answered; whether they are chest "
+            "radiographs is for the user to ensure."
+        )
+    else:
+        lines.append(
+            "\nThe record restricts no DICOM attribute: the service answers a DICOM of any modality or body part."
+        )
+    for edit in edits or []:
+        if edit.get("field") == "intended_use":
+            lines.append(
+                f"\nStated after export by `{edit.get('by')}` ({edit.get('at')}); graph and weights unchanged."
+            )
     return "\n".join(lines)
+
+
+def _record_edits(model: Path) -> list[dict[str, Any]]:
+    """Edits made to the record after export (`record_edits` in the export metadata), oldest first."""
+    from export.metadata import EXPORT_METADATA_KEY, read_metadata
+
+    info = json.loads(read_metadata(model).get(EXPORT_METADATA_KEY) or "{}")
+    edits = info.get("record_edits", [])
+    return edits if isinstance(edits, list) else []
 
 
 def _model(record: ModelRecord, model: Path) -> str:
@@ -104,7 +137,7 @@ def _model(record: ModelRecord, model: Path) -> str:
 
 def _data(record: ModelRecord) -> str:
     data = record.provenance.data
-    lines = ["## Data and splits", "", f"Kind `{data.get('kind')}`, path `{data.get('path')}`."]
+    lines = ["## Data and splits", "", f"Kind `{data.get('kind')}`, {_dataset_name(data.get('path'))}."]
     for name, digest in (data.get("files") or {}).items():
         lines.append(f"File `{name}` sha256 `{digest}`.")
     splits = data.get("splits") or {}
@@ -149,13 +182,75 @@ def _thresholds(record: ModelRecord) -> str:
     )
 
 
+# What each threshold policy (trainer.thresholds) chose, in words a reader of the card understands.
+POLICY_WORDS = {
+    "balanced": "where sensitivity equals specificity",
+    "youden": "where sensitivity + specificity is highest",
+    "fbeta": "where the F-beta score (recall weighted beta times precision) is highest",
+    "f1": "where the F1 score is highest",
+    "sensitivity": "the highest threshold that reaches the target sensitivity",
+    "fixed": "a fixed value from the training configuration",
+}
+
+
+def _probabilities(record: ModelRecord, metrics: dict[str, Any] | None) -> str:
+    """What the probability means, where the threshold sits, and whether the probability is calibrated."""
+    if record.task.value == "multiclass":
+        return ""
+    policy = (record.provenance.config.get("threshold") or {}).get("policy")
+    chosen = f"policy `{policy}`: {POLICY_WORDS.get(policy, 'see the training configuration')}" if policy else ""
+    lines = [
+        "## Reading the probability",
+        "",
+        "Each answer gives, per label, the model's probability p and its decision: POSITIVE when p is at or above "
+        f"the label's threshold, which was chosen on the validation split{f' ({chosen})' if chosen else ''}. "
+        "The decision rests on that threshold, not on p being above 0.5.",
+    ]
+    low = {label: t for label, t in record.thresholds.items() if t < 0.5}
+    for label, threshold in low.items():
+        lines.append(
+            f"\nThe `{label}` threshold is {threshold:.3f}: every answer from {threshold:.3f} up is POSITIVE, so a "
+            "POSITIVE answer can carry a probability well below 0.5. That is where the policy above put the "
+            "threshold on this model's validation scores, not a contradiction."
+        )
+    lines += ["", _calibration(record, metrics)]
+    return "\n".join(lines)
+
+
+def _calibration(record: ModelRecord, metrics: dict[str, Any] | None) -> str:
+    recorded = record.provenance.metrics.get("calibration") or {}
+    temperature = recorded.get("temperature")
+    measured = {
+        s: r["calibration"]["ece"] for s, r in (metrics or {}).get("splits", {}).items() if r.get("calibration")
+    }
+    after = {**recorded.get("ece", {}), **measured}
+    bins = recorded.get("bins") or 15
+    if temperature is None:
+        ece = ", ".join(f"{s} {v:.3f}" for s, v in after.items() if v is not None)
+        return (
+            "**Not calibrated**: no temperature scaling was fitted. Read p as a score that orders images by how "
+            "strongly the model sees the finding, not as the chance that this patient has it."
+            + (f" Expected calibration error ({bins} equal-width bins): {ece}." if ece else "")
+        )
+    before = recorded.get("ece_before_temperature", {})
+    pairs = ", ".join(
+        f"{s} {before[s]:.3f} -> {after[s]:.3f}" for s in after if after[s] is not None and before.get(s) is not None
+    )
+    return (
+        f"**Calibrated on validation**: temperature scaling (T = {temperature:.3f}, fitted on the validation split and "
+        "folded into the last layer, so ranking and decisions are unchanged). Expected calibration error "
+        f"({bins} equal-width bins), before -> after: {pairs}. p is then close to the share of validation images "
+        "scored alike that had the finding; on another population (site, age, equipment) it need not be."
+    )
+
+
 def _metrics(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return "## Metrics\n\nNo metrics file; run `python -m export evaluate`."
     lines = [
         "## Metrics (measured on the ONNX file, onnxruntime CPU; 95% CI: bootstrap for AUROC, Wilson otherwise)",
         "",
-        f"Data: {metrics['data']['kind']} `{metrics['data']['path']}`, same as training data: "
+        f"Data: {metrics['data']['kind']}, {_dataset_name(metrics['data'].get('path'))}, same as training data: "
         f"{metrics['data'].get('same_as_training_data')}.",
     ]
     for split, result in metrics["splits"].items():
@@ -221,14 +316,19 @@ def _fmt(thresholds: dict[str, float]) -> str:
 
 
 def _reproduce(model: Path, record: ModelRecord, variants: dict[Variant, ModelRecord]) -> str:
+    """Commands in the repository's layout (models/NAME/VERSION, the run folder if relative): no machine paths."""
     config = record.provenance.config
-    folder = model.parent
+    folder = f"models/{record.name}/{record.version}"
+    run = _relative(config.get("output_dir")) or "RUN"
     commands = []
     if config:
-        commands.append(f"# training config: the record's provenance.config (python -m export inspect {model})")
-        run = config.get("output_dir")
+        commands.append(
+            f"# training config: the record's provenance.config (python -m export inspect {folder}/model.onnx)"
+        )
         commands.append(f".venv/bin/python -m trainer train --config CONFIG.yaml --output-dir {run}")
-    commands.append(f".venv/bin/python -m export onnx {config.get('output_dir', 'RUN')}/best.pt --model-dir MODELS")
+    stated_at_export = record.intended_use.model_dump(mode="json") != _trained_use(config)
+    use = " --intended-use INTENDED_USE.yaml" if stated_at_export else ""
+    commands.append(f".venv/bin/python -m export onnx {run}/best.pt --model-dir models{use}")
     if "int8" in variants:
         commands.append(f".venv/bin/python -m export quantize {folder}/model.onnx")
     if "fp16" in variants:
@@ -238,3 +338,25 @@ def _reproduce(model: Path, record: ModelRecord, variants: dict[Variant, ModelRe
     )
     commands.append(f".venv/bin/python -m export card {folder}/model.onnx")
     return "## How to reproduce\n\n```bash\n" + "\n".join(commands) + "\n```"
+
+
+def _trained_use(config: dict[str, Any]) -> dict[str, Any]:
+    """The intended use the training config stated (the record's default when it predates the section)."""
+    from medcore.record import IntendedUse
+
+    return IntendedUse.model_validate(config.get("intended_use") or {}).model_dump(mode="json")
+
+
+def _relative(path: Any) -> str | None:
+    """`path` when it is relative and stays inside the folder it is read from; None for anything else."""
+    if not isinstance(path, str) or not path:
+        return None
+    parts = Path(path).parts
+    if Path(path).is_absolute() or path.startswith("~") or ".." in parts:
+        return None
+    return path
+
+
+def _dataset_name(path: Any) -> str:
+    """The dataset by its file or folder name only (where the build machine kept it is nobody's business)."""
+    return f"dataset `{Path(path).name}`" if isinstance(path, str) and path else "dataset not recorded"

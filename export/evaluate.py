@@ -15,6 +15,8 @@ from export.evaluation import DEFAULT_BATCH_SIZE, data_config_from_record, evalu
 from trainer.config import DATA_KINDS
 from trainer.data import SPLITS
 
+DEFAULT_OUT_DIR = Path("runs") / "evaluate"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
@@ -27,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--split", nargs="+", choices=SPLITS, default=["test"], help="splits to score (default test)")
     parser.add_argument("--limit", type=int, help="at most this many samples per split (the trainer's fixed subset)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--out", type=Path, help="metrics JSON to write (default: MODEL with .metrics.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"metrics JSON to write (default: {DEFAULT_OUT_DIR}/<name>/<version>/<file>.metrics.json, never beside "
+        "the model: pass --out MODEL_DIR/metrics.json to publish the figures with it, for `export card`)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing metrics file")
     return parser
 
@@ -37,10 +44,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    out = args.out or args.model.with_suffix(".metrics.json")
+    record = read_record_any(args.model)
+    out = args.out or default_out(args.model, record.name, record.version)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
-    record = read_record_any(args.model)
     data = data_config_from_record(record, kind=args.data_kind, path=args.data_path, limit=args.limit)
     metrics = evaluate_onnx(args.model, data=data, splits=args.split, batch_size=args.batch_size)
     text = json.dumps(metrics, indent=2) + "\n"
@@ -48,6 +55,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(summary(metrics))
     print(f"metrics written to {out}")
     return 0
+
+
+def default_out(model: Path, name: str, version: str) -> Path:
+    """Where metrics go without --out: under runs/ (git-ignored), so a model directory changes only when asked."""
+    return DEFAULT_OUT_DIR / name / version / f"{model.name.removesuffix('.onnx')}.metrics.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from export.metadata import session_record
 from export.parity import open_session
 from medcore.imaging import stack_batch
 from medcore.record import ModelRecord, Task
+from trainer.calibration import calibration_summary
 from trainer.config import DataConfig, build_config
 from trainer.data import DataError, LabeledData, ManifestDataset, load_data
 from trainer.data.manifest import sha256_file
@@ -127,6 +128,9 @@ def split_metrics(record: ModelRecord, labels: np.ndarray, prob: np.ndarray, ref
     for j, label in enumerate(record.labels):
         per_label[label]["ci95"] = label_intervals(labels[:, j], prob[:, j], per_label[label])
     result: dict[str, Any] = {"n": len(labels), "labels": per_label}
+    # ECE of the served probabilities (after any temperature folded into the file), as the trainer measures it.
+    calibration = calibration_summary(labels, prob, record.task is Task.MULTICLASS)
+    result["calibration"] = {"ece": calibration["ece"], "bins": calibration["bins"]}
     if record.task is Task.MULTICLASS:
         known = ~np.isnan(labels).any(axis=1)
         hits = np.argmax(prob[known], axis=1) == np.argmax(labels[known], axis=1)

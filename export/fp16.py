@@ -21,6 +21,8 @@ from medcore.record import ModelRecord
 # fp16 keeps ~3 decimal digits: probabilities move by ~1e-4 on a trained ConvNeXt; this bounds |p_fp16 - p_fp32|.
 DEFAULT_FP16_TOLERANCE = 5e-3
 DEFAULT_FP16_AGREEMENT = 0.99
+# Like int8's: a variant is kept only if each label's validation AUROC moves by at most this much.
+DEFAULT_FP16_MAX_DELTA_AUROC = 0.005
 
 
 def convert_fp16(fp32_path: Path, record: ModelRecord) -> tuple[onnx.ModelProto, dict[str, Any]]:
@@ -43,11 +45,12 @@ def make_fp16(
     parity_images: Sequence[str | Path] | None = None,
     tolerance: float = DEFAULT_FP16_TOLERANCE,
     min_agreement: float = DEFAULT_FP16_AGREEMENT,
+    max_delta_auroc: float | None = DEFAULT_FP16_MAX_DELTA_AUROC,
     speed_seconds: float = 0.0,
     force: bool = False,
 ) -> VariantReport:
     """Write model.fp16.onnx beside the fp32 file (or at `out_path`) once it passes its gate and checks."""
-    gate = Gate(tolerance=tolerance, min_agreement=min_agreement)
+    gate = Gate(tolerance=tolerance, min_agreement=min_agreement, max_delta_auroc=max_delta_auroc)
     return make_variant(
         fp32_path,
         "fp16",

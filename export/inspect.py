@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from export.metadata import EXPORT_METADATA_KEY, session_record
 from export.parity import open_session
@@ -20,9 +21,21 @@ def describe_file(path: Path) -> str:
         *(f"  output {arg.name}: {arg.type} {arg.shape}" for arg in session.get_outputs()),
         f"  labels {list(record.labels)}, thresholds {dict(record.thresholds)}",
     ]
+    best = best_epoch_line(record.provenance.metrics, record.provenance.config)
+    if best:
+        lines.append(f"  {best}")
     if record.parity:
         lines.append(f"  parity vs fp32: {json.dumps(record.parity, sort_keys=True)}")
     lines.append(f"  export: {export_info}")
     lines.append("record:")
     lines.append(json.dumps(record.to_dict(), indent=2))
     return "\n".join(lines)
+
+
+def best_epoch_line(metrics: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """The kept epoch counted from 1, as report.md and the training log count it (the record stores it from 0)."""
+    epoch = metrics.get("epoch")
+    if not isinstance(epoch, int) or epoch < 0:
+        return None
+    of = f" of {config['epochs']}" if isinstance(config.get("epochs"), int) else ""
+    return f"best epoch {epoch + 1}{of} (counted from 1, as in report.md; the record's metrics.epoch counts from 0)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from export.layout import version_dir
 from export.metadata import embed_metadata
 from export.parity import DEFAULT_TOLERANCE, ParityReport
 from export.verify import check_destination, verify_file
-from medcore.record import VARIANT_FILES, ModelRecord
+from medcore.record import VARIANT_FILES, IntendedUse, ModelRecord
 from trainer.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 
 # Protobuf's message limit: larger models would need ONNX external data, which the service does not load.
@@ -89,13 +89,15 @@ def export_onnx(
     exporter: Exporter = "dynamo",
     heatmaps: bool = True,
     force: bool = False,
+    intended_use: IntendedUse | Callable[[IntendedUse], IntendedUse | None] | None = None,
 ) -> ExportReport:
     """Export a training checkpoint to a self-describing ONNX file that outputs probabilities (and heatmaps).
 
     The file goes to `out_path`, or to MODEL_DIR/<name>/<version>/model.onnx. The graph is written to a
     temp file beside it, checked there (onnx.checker full check, the contract, the embedded record,
     parity with PyTorch within `tolerance` on `parity_images` or on validation samples read through
-    the trainer's data layer), and only then renamed into place. Raises `ExportError` (or
+    the trainer's data layer), and only then renamed into place. `intended_use` replaces the checkpoint's
+    (or maps it to the new one, None keeping it). Raises `ExportError` (or
     `ParityError`) on any failed check, `FileExistsError` for an existing file without `force`.
     """
     started = time.monotonic()
@@ -106,6 +108,9 @@ def export_onnx(
     record = _override(checkpoint.record, name=name, version=version).model_copy(
         update={"variant": "fp32", "parity": {}}
     )
+    use = intended_use(record.intended_use) if callable(intended_use) else intended_use
+    if use is not None:
+        record = record.model_copy(update={"intended_use": use})
     out_path = _destination(checkpoint_path, record, out_path, model_dir)
     check_destination(out_path, force=force)
     _check_spec(checkpoint, record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import onnx
@@ -48,5 +49,25 @@ def check_destination(path: Path, *, force: bool) -> None:
     """Refuse to replace an existing file unless `force`, and refuse a directory always."""
     if path.is_dir():
         raise IsADirectoryError(f"output path {path} is a directory; give a file name such as model.onnx")
+    if path.exists() and git_tracks(path):
+        raise FileExistsError(
+            f"{path} is a model the repository ships (git tracks it); --force will not replace it: export under "
+            "your own --name or --version (models/<name>/<version>/)"
+        )
     if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; pass --force to replace it")
+        raise FileExistsError(f"{path} already exists; export under another --version, or pass --force to replace it")
+
+
+def git_tracks(path: Path) -> bool:
+    """Whether `path` is a file committed to the git repository it lies in (False without git or a repository)."""
+    try:
+        result = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "--", path.name],
+            cwd=path.resolve().parent,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0

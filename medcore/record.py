@@ -7,6 +7,7 @@ the service reads it from there. Nobody re-types labels, input sizes or normalis
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -17,6 +18,8 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -104,11 +107,19 @@ class Preprocessing(_Strict):
 Variant = Literal["fp32", "fp16", "int8"]
 
 
+# A DICOM code string (VR CS, PS3.5 6.2): upper-case letters, digits, space and underscore, 16 at most.
+_DICOM_CODE = re.compile(r"[A-Z0-9 _]{1,16}")
+
+
 class IntendedUse(_Strict):
     """What the model is for, and the DICOM attributes an input must have to be inside that use.
 
-    A `None` tuple means "not restricted". Values compare case-insensitively with the DICOM tags
-    Modality (0008,0060), BodyPartExamined (0018,0015) and ViewPosition (0018,5101).
+    A `None` tuple means "not restricted". Values are DICOM code strings (stored upper-case) and compare
+    case-insensitively with the tags Modality (0008,0060), BodyPartExamined (0018,0015) and ViewPosition
+    (0018,5101). The rule for a restricted attribute that a DICOM lacks (absent or empty): the input is
+    refused like one outside the use, since the gate cannot confirm it; an unrestricted attribute is never
+    read. Images that are not DICOM carry no tags and are not gated (the out-of-distribution score is what
+    speaks for them).
     """
 
     description: str = ""
@@ -116,6 +127,23 @@ class IntendedUse(_Strict):
     body_parts: tuple[str, ...] | None = None
     view_positions: tuple[str, ...] | None = None
     out_of_scope: tuple[str, ...] = ()
+
+    @field_validator("modalities", "body_parts", "view_positions", mode="before")
+    @classmethod
+    def _dicom_codes(cls, value: Any, info: ValidationInfo) -> Any:
+        """`"CR,DX"`, `["cr", "dx"]` -> `("CR", "DX")`; an empty list would refuse every DICOM, so it is an error."""
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ValueError(f"must be a list of DICOM codes or null, got {value!r}")
+        codes = tuple(code.strip().upper() for item in items for code in str(item).split(",") if code.strip())
+        if not codes:
+            raise ValueError(f"{info.field_name} is empty, which would refuse every DICOM; use null for not restricted")
+        bad = [code for code in codes if not _DICOM_CODE.fullmatch(code)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a DICOM code string (A-Z, 0-9, space, underscore; 16 at most)")
+        return codes
 
 
 class Provenance(_Strict):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import socket
 import sys
 import time
 from typing import Any, Literal, get_args, get_origin
@@ -166,18 +168,39 @@ def _detail(body: bytes) -> str:
     return str(parsed.get("detail") or parsed.get("error") or parsed)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Exit with one line naming SERVE_PORT when the port is taken, instead of uvicorn's bare `[Errno 98]`."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return  # uvicorn reports other bind errors itself
+            raise SystemExit(
+                f"port {port} on {host} is already in use: start on another one with SERVE_PORT "
+                f"(SERVE_PORT={port + 1} make serve), or stop what holds it"
+            ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = load_settings()
     from service.auth import ApiKeyConfigError
     from service.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    # --check says one line on stdout; its log (stderr) keeps only warnings unless SERVE_LOG_LEVEL asks for more.
+    quiet = args.check and "log_level" not in settings.model_fields_set
+    configure_logging("warning" if quiet else settings.log_level, settings.log_format)
     if args.check:
         ok, reason = asyncio.run(check(settings))
         print(reason)
         sys.exit(0 if ok else 1)
     options = uvicorn_options(settings)
+    check_port_free(settings.host, settings.port)
     import uvicorn
 
     from service.app import create_app

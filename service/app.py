@@ -11,8 +11,9 @@ from fastapi import FastAPI
 
 from service.admission import Admission, AdmissionMiddleware
 from service.api import api_router
-from service.auth import install_auth
+from service.auth import KeyReloader, install_auth
 from service.config import Settings
+from service.cors import CorsPolicy
 from service.docs import install_docs
 from service.drain import Drain
 from service.errors import install_error_handlers
@@ -58,9 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         drain = Drain(admission, settings.drain_timeout_s)
         drain.install(asyncio.get_running_loop())  # SIGTERM: stop admitting, drain, then let uvicorn exit
         app.state.drain = drain
+        key_reloader = KeyReloader(keys, settings)
+        key_reloader.start(asyncio.get_running_loop())  # SIGHUP, or a changed key file: new keys, no restart
         try:
             yield
         finally:
+            await key_reloader.stop()
             drain.uninstall()
             if app.state.dicom is not None:
                 await app.state.dicom.stop(timeout_s=max(1.0, settings.drain_timeout_s))
@@ -85,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(  # before any body is parsed
         AdmissionMiddleware, admission=admission, on_reject=metrics.reject, max_body_bytes=settings.max_body_bytes
     )
-    install_auth(app, settings, metrics)  # before any body is parsed
+    keys = install_auth(app, settings, metrics)  # before any body is parsed
+    app.add_middleware(CorsPolicy, origins=settings.cors_origins)  # preflights carry no key: answered before auth
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # also counts 401s and 413s
     app.add_middleware(RequestContextMiddleware)  # outermost: request id and access log for everything
     return app

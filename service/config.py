@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(default="json", description="json: one JSON object per line; text: for a terminal")
     api_keys: SecretStr = Field(default=SecretStr(""), description="comma-separated API keys; empty = no auth")
     api_keys_file: FilePath | None = Field(default=None, description="file with one API key per line (# comments)")
+    api_keys_reload_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="check the key file for changes this often and reload it (also on SIGHUP); 0 = SIGHUP only",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="comma-separated browser origins (https://pacs.example.org) allowed cross-origin calls; "
+        "empty = none: every CORS preflight is refused",
+    )
     auth_open_routes: Annotated[tuple[RouteGroup, ...], NoDecode] = Field(
         default=("health", "metrics", "ui"),
         description="route groups open without a key: health, metrics, docs, ui (the page holds no data)",
@@ -80,7 +90,13 @@ class Settings(BaseSettings):
     limit_concurrency: int | None = Field(
         default=512, ge=1, description="uvicorn: connections + tasks at once before it answers 503"
     )
-    timeout_keep_alive_s: int = Field(default=5, ge=1, description="uvicorn: close idle keep-alive connections after")
+    timeout_keep_alive_s: int = Field(
+        default=90,
+        ge=1,
+        description="uvicorn: close idle keep-alive connections after this many seconds; above the idle expiry of "
+        "client pools and load balancers (httpx 5 s, cloud LBs 60 s, nginx 75 s), so the client closes an idle "
+        "connection first and never sends on one the server is closing (a reset, no answer)",
+    )
     max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="uvicorn (h11_max_incomplete_event_size): largest request head"
     )
@@ -161,6 +177,13 @@ class Settings(BaseSettings):
     def _split_groups(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
         return value
 
     def inline_when_idle(self, provider: str) -> bool:

@@ -50,6 +50,7 @@ SECURITY_SCHEMES = {
 _SWAGGER_PAGE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>{title} - Swagger UI</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{prefix}swagger-ui.css"></head>
 <body><div id="swagger-ui" data-openapi-url="{openapi_url}"></div>
 <script src="{prefix}swagger-ui-bundle.js"></script>
@@ -58,7 +59,8 @@ _SWAGGER_PAGE = """<!doctype html>
 """
 _REDOC_PAGE = """<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>{title} - ReDoc</title></head>
+<head><meta charset="utf-8"><title>{title} - ReDoc</title>
+<link rel="icon" href="data:,"></head>
 <body><redoc spec-url="{openapi_url}"></redoc>
 <script src="{prefix}redoc.standalone.js"></script></body>
 </html>

@@ -18,7 +18,7 @@ UNMATCHED_ROUTE = "unmatched"
 REJECTION_REASONS = (
     "queue_full",  # the batcher's queue is at SERVE_QUEUE_LIMIT
     "overloaded",  # admission: SERVE_MAX_PENDING requests are already being read, decoded or queued
-    "deadline",  # still queued when SERVE_DEADLINE_MS passed (error code `deadline_exceeded`)
+    "deadline_exceeded",  # still queued when SERVE_DEADLINE_MS passed (the error code of the answer, too)
     "not_ready",  # warming up
     "shutting_down",  # draining after SIGTERM
     "body_too_large",
@@ -51,7 +51,12 @@ class ServiceMetrics:
         self.queue_wait = Histogram(
             "serve_queue_wait_seconds", "Time an image waited for its batch to start", registry=self.registry
         )
-        self.inference = Histogram("serve_inference_seconds", "onnxruntime time per batch", registry=self.registry)
+        self.inference = Histogram(
+            "serve_inference_seconds",
+            "onnxruntime time per batch, by model",
+            ["name", "version"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "serve_batch_size", "Images per onnxruntime call", buckets=BATCH_SIZE_BUCKETS, registry=self.registry
         )
@@ -68,9 +73,10 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
-    def observe_batch(self, size: int, inference_s: float) -> None:
+    def observe_batch(self, name: str, version: str, size: int, inference_s: float) -> None:
+        """One model call of the model `name` `version` (bound per model by the registry)."""
         self.batch_size.observe(size)
-        self.inference.observe(inference_s)
+        self.inference.labels(name, version).observe(inference_s)
 
     def observe_decode(self, seconds: float) -> None:
         self.decode.observe(seconds)

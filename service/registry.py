@@ -42,11 +42,13 @@ import numpy as np
 
 from medcore.imaging import DEFAULT_MAX_DECODE_BYTES, load_model_input
 from medcore.record import VARIANT_FILES, ModelRecord
-from service.batching import BatchObserver, BatchResult, DeadlineExceededError, MicroBatcher, moving_average
+from service.batching import BatchResult, DeadlineExceededError, MicroBatcher, moving_average
 from service.config import Settings
 from service.errors import ServiceError
 from service.model import CUDA, LoadedModel, ModelLoadError, choose_provider, load_model
 
+# (name, version, images, seconds) of each model call: the metrics label each model's own series.
+ModelBatchObserver = Callable[[str, str, int, float], None]
 logger = logging.getLogger(__name__)
 
 # The decode-time estimate of when an image would be answered is built from averages; refusing when the estimate
@@ -304,7 +306,7 @@ def choose_variant(requested: str, available: dict[str, Path], provider: str) ->
 
 def build_registry(
     settings: Settings,
-    on_batch: BatchObserver | None = None,
+    on_batch: ModelBatchObserver | None = None,
     on_decode: Callable[[float], None] | None = None,
 ) -> ModelRegistry:
     """Load every model the settings name and give each a batcher (not started yet)."""
@@ -347,7 +349,7 @@ def _serve_one(
     *,
     settings: Settings,
     decoder: ThreadPoolExecutor,
-    on_batch: BatchObserver | None,
+    on_batch: ModelBatchObserver | None,
     on_decode: Callable[[float], None] | None = None,
     variants: tuple[str, ...] | None = None,
 ) -> ServedModel:
@@ -357,7 +359,7 @@ def _serve_one(
         max_batch_delay_s=settings.max_batch_delay_ms / 1e3,
         queue_limit=settings.queue_limit,
         warm_up=loaded.warm_up,
-        on_batch=on_batch,
+        on_batch=partial(on_batch, loaded.record.name, loaded.record.version) if on_batch else None,
         explain=loaded.predict_with_heatmaps if loaded.has_heatmaps else None,
         fail_batch=settings.fault_inject_batch,
         inline_when_idle=settings.inline_when_idle(loaded.provider),

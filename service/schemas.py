@@ -101,6 +101,11 @@ class ModelEntry(BaseModel):
     default: bool = Field(description="the model `POST /predict` uses")
     explain: bool = Field(description="whether it has a heatmaps output (`?explain=true`)")
     record: dict[str, Any] = Field(description="the model record, without build-machine paths")
+    caveats: list[str] = Field(
+        default_factory=list,
+        description="what the record says against relying on the model: trained on a subset, or no better than "
+        "chance on validation (empty for a finished model)",
+    )
 
 
 class ModelList(BaseModel):

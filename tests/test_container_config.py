@@ -43,8 +43,10 @@ CONTRACT_METRICS = frozenset(
         "serve_model_info",
     }
 )
-# A test password for compose's interpolation: the file refuses to render without one (no default password).
-COMPOSE_ENV = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only-password"}
+# `docker compose up` needs no variable: the environment without any of the compose file's own.
+COMPOSE_VARIABLES = ("GRAFANA_ADMIN_PASSWORD", "GRAFANA_ADMIN_USER", "GRAFANA_ANONYMOUS_VIEWER")
+COMPOSE_ENV = {name: value for name, value in os.environ.items() if name not in COMPOSE_VARIABLES}
+FIRST_START = ROOT / "docker" / "grafana" / "first-start.sh"
 
 
 def tool(name: str) -> str:
@@ -136,11 +138,92 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_refuses_a_default_grafana_password() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
-    result = run(tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)
-    assert result.returncode != 0
-    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+def rendered(env: dict[str, str]) -> dict[str, Any]:
+    result = run(tool("docker-compose"), "-f", "docker-compose.yml", "config", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded: dict[str, Any] = yaml.safe_load(result.stdout)
+    return loaded
+
+
+def test_compose_renders_with_no_variable_set_and_grafana_gets_no_default_password() -> None:
+    grafana = rendered(COMPOSE_ENV)["services"]["grafana"]
+    assert grafana["entrypoint"] == ["/bin/sh", "/etc/grafana/first-start.sh"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] in ("", None)  # generated on the first start
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"  # anonymous Viewer only if asked for
+    opted_in = rendered({**COMPOSE_ENV, "GRAFANA_ANONYMOUS_VIEWER": "true", "GRAFANA_ADMIN_PASSWORD": "chosen"})
+    environment = opted_in["services"]["grafana"]["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and environment["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"] == "chosen"
+
+
+def test_hardened_compose_reads_the_keys_from_a_mounted_secret_directory() -> None:
+    result = run(
+        tool("docker-compose"),
+        "-f",
+        "docker-compose.yml",
+        "-f",
+        "docker-compose.hardened.yml",
+        "config",
+        env=COMPOSE_ENV,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    fields = {f"SERVE_{name.upper()}" for name in Settings.model_fields}
+    for name in ("service", "service-gpu", "service-dicom"):
+        key_file = Path(services[name]["environment"]["SERVE_API_KEYS_FILE"])
+        assert set(services[name]["environment"]) <= fields
+        (mount,) = [v for v in services[name]["volumes"] if v.split(":")[1] == str(key_file.parent)]
+        source, _, mode = mount.split(":")
+        assert Path(source) == ROOT / "secrets" and mode == "ro", mount  # the directory: a replaced file is seen
+    assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert "!secrets" not in (ROOT / ".dockerignore").read_text()  # never in the image
+
+
+def test_readme_compose_section_starts_with_the_plain_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Compose: the service, Prometheus and Grafana", 1)[1]
+    first_block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert first_block.splitlines()[0].split("#")[0].strip() == "docker compose up -d", first_block
+
+
+def first_start(data: Path, tmp_path: Path, password: str | None = None) -> tuple[str, str]:
+    """Run docker/grafana/first-start.sh as the Grafana container would (POSIX sh); its log and the password
+    the exec'd Grafana (a stand-in printing its environment) was given."""
+    grafana = tmp_path / "run.sh"
+    grafana.write_text('#!/bin/sh\necho "grafana got: $GF_SECURITY_ADMIN_PASSWORD args: $*"\n')
+    grafana.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "GF_PATHS_DATA": str(data), "GRAFANA_RUN": str(grafana)}
+    if password is not None:
+        env["GF_SECURITY_ADMIN_PASSWORD"] = password
+    result = subprocess.run(
+        ["sh", str(FIRST_START), "--homepath=/x"], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    log, _, given = result.stdout.rpartition("grafana got: ")
+    assert given.endswith(" args: --homepath=/x\n"), result.stdout  # Grafana gets its own arguments
+    return log, given.removesuffix(" args: --homepath=/x\n")
+
+
+def test_grafana_first_start_generates_a_password_once_into_the_volume(tmp_path: Path) -> None:
+    data = tmp_path / "grafana-data"
+    data.mkdir()
+    log, password = first_start(data, tmp_path)
+    stored = data / "admin-password"
+    assert re.fullmatch(r"[A-Za-z0-9]{24}", password), password
+    assert stored.read_text().strip() == password and stored.stat().st_mode & 0o777 == 0o600
+    assert log.count(password) == 1 and "shown only this once" in log
+    again_log, again = first_start(data, tmp_path)  # a restart: the same password, not printed again
+    assert again == password and password not in again_log and str(stored) in again_log
+    other = tmp_path / "other-volume"
+    other.mkdir()
+    assert first_start(other, tmp_path)[1] != password  # random, not a default
+
+
+def test_grafana_first_start_keeps_an_operator_password(tmp_path: Path) -> None:
+    data = tmp_path / "grafana-data"
+    data.mkdir()
+    log, password = first_start(data, tmp_path, password="operator-chosen")
+    assert password == "operator-chosen" and not (data / "admin-password").exists() and "operator-chosen" not in log
 
 
 def test_compose_services_restart_and_keep_their_data() -> None:
@@ -241,7 +324,8 @@ def test_grafana_provisioning_matches_the_dashboard() -> None:
     path = providers["providers"][0]["options"]["path"]
     grafana = compose()["services"]["grafana"]
     assert f"./docker/grafana/dashboards:{path}:ro" in grafana["volumes"]
-    assert "${GRAFANA_ADMIN_PASSWORD:?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+    assert f"./docker/grafana/first-start.sh:{grafana['entrypoint'][1]}:ro" in grafana["volumes"]
 
 
 def test_dashboard_covers_every_contract_metric_and_nothing_else() -> None:

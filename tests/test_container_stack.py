@@ -1,7 +1,8 @@
 """The compose stack for real: build the CPU image, start the service and Prometheus, smoke-test, query, kill -9.
 
 Needs a Docker engine and docker-compose. Where none answers, ../shared/tools/local-docker.sh starts one (root, this
-project's machines); elsewhere the test skips and says why. Run alone: pytest -m docker tests/test_container_stack.py.
+project's machines); elsewhere the test skips and says why (under CI=true that fails). Run alone:
+pytest -m docker tests/test_container_stack.py. No compose variable is set (COMPOSE_ENV): the plain command works.
 Grafana is not started (its image cannot be pulled here); its dashboard's queries are run against this Prometheus.
 """
 
@@ -35,6 +36,9 @@ BASE_IMAGE = "python:3.11-slim-bookworm"
 OFFICIAL_SLIM_BYTES = 130_000_000
 SIZE_GOAL_BYTES = 450_000_000
 RESTART_GOAL_S = 10.0
+# The bound the test holds: the goal plus 50% for this project's shared 2-core machines, where other jobs slow the
+# engine's restart and the model's warm-up (measured here alone: see the [container check] line).
+RESTART_BOUND_S = 1.5 * RESTART_GOAL_S
 SAMPLE = ROOT / "scripts" / "sample" / "chest-xray-pa.jpg"
 
 pytestmark = pytest.mark.docker
@@ -238,4 +242,37 @@ def test_restart_policy_brings_a_killed_service_back_ready(stack: Stack, report:
     restarts = int(sh("docker", "inspect", "-f", "{{.RestartCount}}", container, env=stack.env).stdout)
     report(f"kill -9 of the service's main process to ready again: {took:.1f} s (goal < {RESTART_GOAL_S:.0f} s)")
     assert after["Pid"] != state["Pid"] and restarts >= 1
-    assert took < 3 * RESTART_GOAL_S, f"restart to ready took {took:.1f} s"
+    assert took < RESTART_BOUND_S, f"restart to ready took {took:.1f} s (bound {RESTART_BOUND_S:.0f} s)"
+
+
+def test_hardened_service_needs_a_key_from_the_secret_and_rotates_it_on_sighup(
+    stack: Stack, tmp_path: Path, report: Callable[[str], None]
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    secrets.chmod(0o755)
+    key_file = secrets / "api-keys"
+    key_file.write_text("# test keys\nfirst-key-a1\n")
+    key_file.chmod(0o644)  # the service runs as uid 10001
+    env = {**stack.env, "API_KEYS_DIR": str(secrets)}
+    files = ("-f", "docker-compose.yml", "-f", "docker-compose.hardened.yml")
+    sh("docker-compose", *files, "up", "-d", "--no-build", "service", env=env, timeout=300)
+    models = f"{stack.service_url}/v1/models"
+
+    def status(key: str | None) -> int:
+        try:
+            return httpx.get(models, headers={"X-API-Key": key} if key else {}, timeout=5).status_code
+        except httpx.HTTPError:
+            return 0
+
+    wait_for(lambda: status("first-key-a1") == 200, what="the hardened service to take its key", timeout_s=180)
+    assert status(None) == 401 and status("wrong") == 403
+    assert status_of(f"{stack.service_url}/health/ready") == 200  # the probe stays open
+    key_file.write_text("second-key-b2\n")
+    sh("docker-compose", *files, "kill", "-s", "HUP", "service", env=env)
+    took = wait_for(lambda: status("second-key-b2") == 200, what="the rotated key", timeout_s=30, every_s=0.1)
+    assert status("first-key-a1") == 403
+    container = sh("docker-compose", *files, "ps", "-q", "service", env=env).stdout.strip()
+    restarts = int(sh("docker", "inspect", "-f", "{{.RestartCount}}", container, env=env).stdout)
+    assert restarts == 0, "the key rotation restarted the service"
+    report(f"hardened compose: 401 without a key, key rotated by SIGHUP in {took:.1f} s without a restart")

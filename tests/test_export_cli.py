@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,43 @@ def test_evaluate_and_inspect_run_without_torch(tmp_path: Path) -> None:
     assert inspect.returncode == 0, inspect.stderr
     assert "output heatmaps: tensor(float) ['batch', 1, 3, 3]" in inspect.stdout
     assert "variant fp32" in inspect.stdout
+    # The kept epoch counted from 1, as report.md counts it (the record stores it from 0).
+    kept = read_record(model).provenance.metrics["epoch"] + 1
+    assert f"  best epoch {kept} of 15 (counted from 1, as in report.md" in inspect.stdout
+
+
+BUNDLED = REPO / "models" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.onnx"
+PNEUMONIAMNIST = REPO.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_reconstructed_v2_splits.npz"
+
+
+def test_evaluate_without_out_writes_under_runs_never_beside_the_model(tmp_path: Path) -> None:
+    before = sorted(BUNDLED.parent.iterdir())
+    command = [sys.executable, "-m", "export", "evaluate", str(BUNDLED), "--split", "val", "--limit", "32"]
+    command += ["--data-path", str(PNEUMONIAMNIST)]
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "runs" / "evaluate" / "pneumoniamnist-convnext_atto" / "1.0.0" / "model.metrics.json"
+    assert json.loads(written.read_text())["splits"]["val"]["labels"]["pneumonia"]["n"] == 32
+    assert f"metrics written to {written.relative_to(tmp_path)}" in result.stdout
+    assert sorted(BUNDLED.parent.iterdir()) == before
+
+
+def test_card_notes_are_optional_and_a_missing_notes_file_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "CARD_NOTES.md"
+    result = run_export("card", BUNDLED, "--notes", missing, "--out", tmp_path / "card.md")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"card failed: notes file {missing} does not exist (notes are optional: leave out --notes)"
+    )
+    assert not (tmp_path / "card.md").exists()
+    result = run_export("card", BUNDLED, "--out", tmp_path / "card.md")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "card.md").read_text().startswith("#")

@@ -165,5 +165,17 @@ def test_int8_beyond_parity_tolerance_writes_nothing(binary: tuple[Checkpoint, E
 
 def test_existing_file_is_not_replaced_without_force(binary: tuple[Checkpoint, ExportReport]) -> None:
     _, report = binary
-    with pytest.raises(FileExistsError, match="already exists; pass --force"):
+    with pytest.raises(FileExistsError, match="already exists; export under another --version, or pass --force"):
         export_onnx(report.output.with_name("model.pt"), report.output)
+
+
+def test_a_model_the_repository_ships_is_never_replaced(binary: tuple[Checkpoint, ExportReport]) -> None:
+    from export.verify import git_tracks
+    from service.config import BUNDLED_MODEL
+
+    _, report = binary
+    assert git_tracks(BUNDLED_MODEL) and not git_tracks(report.output)
+    before = BUNDLED_MODEL.read_bytes()
+    with pytest.raises(FileExistsError, match=r"git tracks it.*--name or --version"):
+        export_onnx(report.output.with_name("model.pt"), BUNDLED_MODEL, force=True)
+    assert BUNDLED_MODEL.read_bytes() == before

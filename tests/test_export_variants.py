@@ -49,3 +49,26 @@ def test_bundled_variant_keeps_the_contract_and_its_claims(variant: str, map_bou
     agreement = decision_agreement(record.task, reference, fp32.thresholds, probabilities, record.thresholds)
     assert agreement >= 0.95  # 64 of the 524 gated images
     assert heatmap_consistency(probabilities, heatmaps, softmax=False) <= map_bound
+
+
+def test_both_variants_are_kept_only_within_99_percent_agreement_and_0005_auroc() -> None:
+    import inspect
+
+    from export.fp16 import make_fp16
+    from export.quantize import quantize_int8
+    from export.variants import Gate, GateError, _check_gate
+
+    for make in (make_fp16, quantize_int8):
+        parameters = inspect.signature(make).parameters
+        assert (parameters["min_agreement"].default, parameters["max_delta_auroc"].default) == (0.99, 0.005)
+    gate = Gate(tolerance=1.0, min_agreement=0.99, max_delta_auroc=0.005)
+
+    def figures(agreement: float, delta: float) -> dict:
+        return {"decision_agreement": agreement, "auroc": {"val": {"pneumonia": {"variant": 0.9 + delta, "fp32": 0.9,
+                                                                                "delta": delta}}}}  # fmt: skip
+
+    _check_gate(figures(0.99, -0.005), gate, "fp16")
+    with pytest.raises(GateError, match=r"agree with fp32 on 98\.90%"):
+        _check_gate(figures(0.989, 0.0), gate, "fp16")
+    with pytest.raises(GateError, match=r"exceeds the gate 0\.005"):
+        _check_gate(figures(1.0, 0.0051), gate, "int8")

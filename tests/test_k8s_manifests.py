@@ -22,7 +22,7 @@ from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "hardened")
 
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:
@@ -122,7 +122,9 @@ def test_probes_ports_and_settings_match_the_service(overlay: str) -> None:
     settings = docs["ConfigMap"]["data"]
     fields = {f"SERVE_{name.upper()}" for name in Settings.model_fields}
     assert set(settings) <= fields, f"unknown settings {sorted(set(settings) - fields)}"
-    assert Settings(**{k.removeprefix("SERVE_").lower(): v for k, v in settings.items()}).model_dir == Path("/models")
+    in_pod_only = {"SERVE_API_KEYS_FILE"}  # a path inside the pod (the Secret's mount)
+    values = {k.removeprefix("SERVE_").lower(): v for k, v in settings.items() if k not in in_pod_only}
+    assert Settings(**values).model_dir == Path("/models")
     assert main["envFrom"][0]["configMapRef"]["name"] == docs["ConfigMap"]["metadata"]["name"]
     mounts = {mount["name"]: mount for mount in main["volumeMounts"]}
     assert mounts["models"]["mountPath"] == "/models" and mounts["models"]["readOnly"]
@@ -173,3 +175,23 @@ def test_kserve_example_runs_the_image_on_the_open_inference_protocol() -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert main[probe]["httpGet"]["path"] in routes, f"{probe}: {main[probe]['httpGet']['path']} is not served"
     assert any(str(route).startswith("/v2/models/") for route in routes), "the service has no OIP /v2 routes"
+
+
+def test_hardened_overlay_reads_the_keys_from_a_secret_it_can_rotate() -> None:
+    docs = by_kind(kustomize(K8S / "overlays" / "hardened"))
+    main = container(list(docs.values()))
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    key_file = Path(docs["ConfigMap"]["data"]["SERVE_API_KEYS_FILE"])
+    assert float(docs["ConfigMap"]["data"]["SERVE_API_KEYS_RELOAD_S"]) > 0  # Secret updates reach the service
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+    secret = volume["secret"]
+    assert secret["secretName"] == "medimaging-api-keys" and secret["optional"] is False  # no Secret: no pod
+    # Readable by the pod's group (runAsGroup 0) and nobody else.
+    assert pod["securityContext"]["runAsGroup"] == 0 and secret["defaultMode"] == 0o440
+    (mount,) = [m for m in main["volumeMounts"] if m["name"] == "api-keys"]
+    # A whole-directory mount (no subPath): kubelet swaps the files when the Secret changes, a subPath never sees it.
+    assert "subPath" not in mount and mount["readOnly"] and key_file.parent == Path(mount["mountPath"])
+    assert key_file.name == "api-keys"
+    assert Settings().api_keys_reload_s > 0
+    cpu = by_kind(kustomize(K8S / "overlays" / "cpu"))
+    assert "SERVE_API_KEYS_FILE" not in cpu["ConfigMap"]["data"]  # the easy start stays open (and warns)

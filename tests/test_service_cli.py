@@ -53,6 +53,10 @@ def test_check_loads_warms_up_and_says_ok() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [result.stdout.strip()]
     assert result.stdout.startswith("ok: ") and "tiny-test" in result.stdout and "warmed up" in result.stdout
+    levels = [json.loads(line)["level"] for line in result.stderr.splitlines()]
+    assert set(levels) <= {"warning", "error"}, result.stderr  # no info lines around the answer
+    verbose = run("--check", env={"SERVE_MODEL_PATH": str(tiny_model()), "SERVE_LOG_LEVEL": "info"})
+    assert verbose.stdout == result.stdout and '"level": "info"' in verbose.stderr  # asked for: logged, on stderr
 
 
 def test_check_fails_with_one_line_reason(tmp_path: Path) -> None:
@@ -121,3 +125,45 @@ def test_the_running_server_enforces_the_header_limit() -> None:
         assert json.loads(refused.split(b"\r\n\r\n", 1)[1])["code"] == "header_too_large"
         with httpx.Client(base_url=server.url) as client:
             assert client.get("/health/live").status_code == 200
+
+
+def exchange(connection: socket.socket, request: bytes) -> bytes:
+    """Send one request on an open connection and read exactly one answer (its Content-Length body)."""
+    connection.sendall(request)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        assert chunk, f"the server closed the connection instead of answering: {answer!r}"
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head
+
+
+def test_a_connection_idle_for_6_s_is_still_answered() -> None:
+    # The default keep-alive outlives client pools' idle expiry (httpx: 5 s): a client that reuses its connection
+    # after 6 s idle must get an answer on it, not a reset (the soak in issue 22 lost requests that way at 5 s).
+    assert Settings.model_fields["timeout_keep_alive_s"].default > 75  # nginx's keepalive_timeout
+    request = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+    with service_process({"SERVE_MODEL_PATH": str(tiny_model())}, wait_ready=False) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            assert exchange(connection, request).startswith(b"HTTP/1.1 200")
+            time.sleep(6)
+            assert exchange(connection, request).startswith(b"HTTP/1.1 200")
+
+
+def test_a_busy_port_ends_in_one_line_naming_serve_port() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run(env={"SERVE_PORT": str(port), "SERVE_MODEL_PATH": str(tiny_model())})
+    assert result.returncode != 0
+    assert "Errno 98" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"port {port} on 127.0.0.1 is already in use") and "SERVE_PORT=" in line, line

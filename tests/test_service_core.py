@@ -260,7 +260,7 @@ def test_work_still_queued_at_its_deadline_gets_503(monkeypatch: pytest.MonkeyPa
             time.sleep(0.4)  # the held image is past its deadline too, but a batch holds it: it finishes
             gate.open.set()
             assert held.result().status_code == 200
-        assert sample(metric_samples(client), "serve_rejections_total", reason="deadline") == 1
+        assert sample(metric_samples(client), "serve_rejections_total", reason="deadline_exceeded") == 1
         assert client.post("/predict", files=files(data)).status_code == 200
 
 
@@ -290,7 +290,7 @@ def test_work_that_would_expire_in_the_queue_is_refused_before_it_is_decoded(mon
             after = metric_samples(client)
             decoded = "serve_preprocess_seconds_count"
             assert sample(after, decoded) == sample(before, decoded)  # refused before its decode
-            assert sample(after, "serve_rejections_total", reason="deadline") == 1
+            assert sample(after, "serve_rejections_total", reason="deadline_exceeded") == 1
             gate.open.set()
             assert held.result().status_code == 200
 

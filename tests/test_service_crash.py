@@ -2,7 +2,8 @@
 
 The restarted process must become ready and answer correctly; clients of the killed one see
 connection errors (nothing else can happen to a process killed by SIGKILL), never a wrong answer.
-The time from the restart to ready is printed (`-s` shows it); no timing is asserted here.
+The time from the restart to ready is printed (`-s` shows it) and held to the stated goal (docs/reliability.md):
+under 10 s. Measured 1.1 s alone on the 2-core machine; the goal itself is the margin for a shared one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 from service_support import kermany_images, service_process
 
 RESULT_KEYS = {"index", "predictions", "batch_size", "timings_ms"}
+RESTART_GOAL_S = 10.0
 
 
 def _hammer(url: str, image: bytes, stop: threading.Event, outcomes: list[str]) -> None:
@@ -57,8 +59,9 @@ def test_sigkill_under_load_then_restart_serves_again() -> None:
     restarted_at = time.monotonic()
     with service_process({}) as second:
         ready_s = time.monotonic() - restarted_at
-        print(f"\nrestart to ready: {ready_s:.2f} s")
+        print(f"\nrestart to ready: {ready_s:.2f} s (goal < {RESTART_GOAL_S:.0f} s)")
         response = second.client().post("/predict", files={"file": ("x.jpeg", image, "image/jpeg")})
     assert response.status_code == 200
+    assert ready_s < RESTART_GOAL_S, f"restart to ready took {ready_s:.1f} s, goal < {RESTART_GOAL_S:.0f} s"
     got, want = response.json()["results"][0], expected["results"][0]
     assert [p["probability"] for p in got["predictions"]] == [p["probability"] for p in want["predictions"]]

@@ -60,6 +60,8 @@ def test_the_page_and_every_asset_it_references_come_from_this_server(server: Ru
         assert parser.urls, "the page references no assets"
         seen_scripts = 0
         for url in parser.urls:
+            if url.startswith("data:"):
+                continue  # inline (the icon): nothing to fetch
             fetched = client.get(assert_local(url, server.url + page))
             assert fetched.status_code == 200, url
             assert fetched.content, url
@@ -78,6 +80,35 @@ def test_the_page_and_every_asset_it_references_come_from_this_server(server: Ru
             elif url.endswith(".json"):
                 assert fetched.json()["openapi"].startswith("3.")
         assert seen_scripts >= 1
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc", "/"])
+def test_every_page_declares_its_icon_so_no_browser_asks_for_a_missing_favicon(
+    server: RunningServer, page: str
+) -> None:
+    # Without a <link rel="icon">, a browser requests /favicon.ico, which this server does not have (a 404).
+    with server.client() as client:
+        html = client.get(page).text
+        assert client.get("/favicon.ico").status_code == 404
+    icons = [attrs for tag, attrs in Tags.of(html) if tag == "link" and "icon" in (attrs.get("rel") or "").split()]
+    assert icons and all((attrs.get("href") or "").startswith("data:") for attrs in icons), icons
+
+
+class Tags(HTMLParser):
+    """(tag, attributes) of every start tag of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    @classmethod
+    def of(cls, html: str) -> list[tuple[str, dict[str, str | None]]]:
+        parser = cls()
+        parser.feed(html)
+        return parser.tags
 
 
 def test_only_the_vendored_assets_are_served(server: RunningServer) -> None:

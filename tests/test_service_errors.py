@@ -31,6 +31,7 @@ from service.config import Settings
 BODY_LIMIT = 1024 * 1024
 PIXEL_LIMIT = 1_000_000
 GOOD_IMAGE = COVID / "000001-2.jpg"  # 715 x 645 JPEG, 53 kB: under both limits
+OTHER_GOOD_IMAGE = COVID / "000001-12.jpg"  # 373 x 361 JPEG, 80 kB: a second image, scored differently
 MANY_PIXELS = KERMANY / "IM-0001-0001.jpeg"  # 1857 x 1317 = 2.4 M pixels, 253 kB
 BIG_FILE = KERMANY / "NORMAL2-IM-1018-0001.jpeg"  # 2.3 MB: over the body limit
 
@@ -165,17 +166,29 @@ def test_requests_during_warm_up_get_503_not_ready(monkeypatch: pytest.MonkeyPat
 
 
 def test_concurrent_bad_and_good_uploads_each_get_their_own_answer(server: RunningServer) -> None:
-    uploads = [(GOOD_IMAGE.read_bytes(), 200), (b"", 400), (b"not an image", 415), (GOOD_IMAGE.read_bytes(), 200)]
+    # Two different good images among bad ones, sent at once: each must get its own result, the one a single-image
+    # call gives it (a swap, or one image's answer given to both, fails), and each bad one its own error.
+    goods = [GOOD_IMAGE.read_bytes(), OTHER_GOOD_IMAGE.read_bytes()]
+    uploads = [(goods[0], 200), (b"", 400), (b"not an image", 415), (goods[1], 200), (goods[0], 200)]
     start = threading.Barrier(len(uploads))
     with server.client() as client:
+        alone = {data: post_image(client, data).json()["results"][0]["predictions"] for data in goods}
+        assert alone[goods[0]] != alone[goods[1]], "the two good images must score differently to tell them apart"
 
-        def send(data: bytes) -> int:
+        def send(data: bytes) -> httpx.Response:
             start.wait()
-            return post_image(client, data).status_code
+            return post_image(client, data)
 
         with ThreadPoolExecutor(len(uploads)) as pool:
-            statuses = list(pool.map(send, [data for data, _ in uploads]))
-    assert statuses == [status for _, status in uploads]
+            answers = list(pool.map(send, [data for data, _ in uploads]))
+    assert [answer.status_code for answer in answers] == [status for _, status in uploads]
+    for (data, status), answer in zip(uploads, answers, strict=True):
+        if status == 200:
+            predictions = answer.json()["results"][0]["predictions"]
+            for got, single in zip(predictions, alone[data], strict=True):
+                assert got["label"] == single["label"] and got["positive"] == single["positive"]
+                # Batched or alone, the same model on the same pixels: equal to float32 rounding.
+                assert got["probability"] == pytest.approx(single["probability"], abs=1e-5)
 
 
 def test_upload_names_and_contents_never_reach_the_logs(

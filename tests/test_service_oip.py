@@ -228,5 +228,5 @@ def test_a_request_still_queued_at_its_deadline_is_a_503_and_counted(monkeypatch
         assert_oip_error(late, 503, "deadline_exceeded")
         assert late.headers["retry-after"] == "1"
         after = metric_samples(client)
-    reason = {"reason": "deadline"}
+    reason = {"reason": "deadline_exceeded"}
     assert sample(after, "serve_rejections_total", **reason) - sample(before, "serve_rejections_total", **reason) == 1

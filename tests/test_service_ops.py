@@ -74,8 +74,8 @@ def test_metrics_count_requests_by_route_and_status(server: RunningServer) -> No
         client.get("/no/such/page")
         after = metric_samples(client)
 
-    def delta(name: str, **labels: str) -> float:
-        return sample(after, name, **labels) - sample(before, name, **labels)
+    def delta(metric: str, /, **labels: str) -> float:
+        return sample(after, metric, **labels) - sample(before, metric, **labels)
 
     assert delta("serve_requests_total", route="/predict", status="200") == 1
     assert delta("serve_requests_total", route="/predict", status="415") == 1
@@ -83,7 +83,7 @@ def test_metrics_count_requests_by_route_and_status(server: RunningServer) -> No
     assert delta("serve_request_latency_seconds_count", route="/predict") == 2
     assert delta("serve_preprocess_seconds_count") == 1
     assert delta("serve_queue_wait_seconds_count") == 1
-    assert delta("serve_inference_seconds_count") == 1
+    assert delta("serve_inference_seconds_count", name="tiny-test", version="0.0.1") == 1
     assert delta("serve_batch_size_count") == 1
     buckets = {dict(labels)["le"] for name, labels in after if name == "serve_batch_size_bucket"}
     assert buckets == {str(float(bound)) for bound in BATCH_SIZE_BUCKETS} | {"+Inf"}

@@ -12,10 +12,12 @@ from service_support import (
     COVID,
     RunningServer,
     build_heatmap_model,
+    metric_samples,
     record_for,
     reference_probabilities,
     require_data,
     running_server,
+    sample,
 )
 
 from service.config import BUNDLED_MODEL, MODEL_DIR, Settings
@@ -90,6 +92,26 @@ def test_each_model_answers_with_its_own_weights(server: RunningServer, model_di
         assert default["model"]["name"] == "beta"
         latest = client.post("/v1/models/alpha/predict", files={"file": ("x", data)}).json()
         assert latest["model"]["version"] == "1.10.0"
+
+
+def test_each_model_has_its_own_inference_time_series(server: RunningServer) -> None:
+    require_data()
+    data = IMAGE.read_bytes()
+    with server.client() as client:
+        before = metric_samples(client)
+        for name, version, times in (("alpha", "1.0.0", 2), ("beta", "0.1", 1)):
+            for _ in range(times):
+                url = f"/v1/models/{name}/versions/{version}/predict"
+                assert client.post(url, files={"file": ("x", data)}).status_code == 200
+        after = metric_samples(client)
+
+    def calls(name: str, version: str) -> float:
+        labels = {"name": name, "version": version}
+        return sample(after, "serve_inference_seconds_count", **labels) - sample(
+            before, "serve_inference_seconds_count", **labels
+        )
+
+    assert (calls("alpha", "1.0.0"), calls("beta", "0.1"), calls("alpha", "1.10.0")) == (2, 1, 0)
 
 
 def test_variant_choice_and_a_record_that_contradicts_its_file_name(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from data_location import DATA
 from trainer_support import PNEUMONIAMNIST, QUICK_FLAGS
 
 from medcore.record import Task
-from trainer.checks import check_input_size, check_labels, check_leakage
+from trainer.checkpoint import load_checkpoint
+from trainer.checks import check_input_size, check_labels, check_leakage, choose_stem_stride
 from trainer.cli import main
 from trainer.data import DataError, LabeledData, LabeledSplit
 from trainer.data.tabular import load_csv
@@ -30,13 +32,33 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 def test_28px_inputs_with_the_stride_4_stem_name_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flags = [f for f in FLAGS if f not in ("--stem-stride", "2")]
-    code, line = run_cli(["train", *flags, "--output-dir", str(tmp_path / "run")], capsys)
+    code, line = run_cli(["train", *flags, "--stem-stride", "4", "--output-dir", str(tmp_path / "run")], capsys)
     assert code == 1 and "28x28" in line and "--stem-stride 2" in line
     assert not (tmp_path / "run" / "best.pt").exists()
     check_input_size("convnext_atto", 2, 28, 28)  # fits: 14 -> 7 -> 3 -> 1
     check_input_size("resnet50", 4, 28, 28)  # no such limit
     with pytest.raises(ValueError, match="use inputs of at least 8 px"):
         check_input_size("convnext_atto", 1, 6, 6)
+
+
+def test_an_unset_stem_stride_is_chosen_from_the_input_size_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's one-liner (`--data-kind medmnist --data-path pneumoniamnist.npz`, nothing else) trains on 28 px."""
+    assert [choose_stem_stride(s, s) for s in (224, 128, 64, 32, 28, 16)] == [4, 4, 4, 2, 1, 1]
+    assert choose_stem_stride(224, 28) == 1  # the shorter side decides
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if "--data-kind medmnist" in x and "trainer train" in x]
+    argv = line.split("python -m trainer ", 1)[1].split()
+    assert argv == ["train", "--data-kind", "medmnist", "--data-path", "pneumoniamnist.npz"]  # as written
+    argv[argv.index("pneumoniamnist.npz")] = str(PNEUMONIAMNIST)  # the real 28x28 npz; then only a short run
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        quick = ["--limit", "16", "--epochs", "1", "--no-progress", "--output-dir", str(tmp_path / "run")]
+        assert main([*argv, *quick]) == 0
+    assert "model.stem_stride not set: 1 for 28x28 inputs" in caplog.text
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best.spec.stem_stride == 1 and best.config["model"]["stem_stride"] == 1  # the choice is saved
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["stem_stride"] == 1
 
 
 def test_a_taken_output_dir_cuda_without_a_gpu_and_ctrl_c_exit_cleanly(

@@ -100,6 +100,9 @@ def test_bundled_config_is_valid() -> None:
         28,
         "center_square",
     )
+    # The example config trains under its own name: its export lands beside the bundled model, never on it.
+    bundled = Path(__file__).resolve().parents[1] / "models"
+    assert not (bundled / config.name / config.version).exists(), f"{config.name} {config.version} is shipped"
 
 
 def test_config_data_and_help_never_import_torch() -> None:
@@ -122,3 +125,19 @@ def test_config_data_and_help_never_import_torch() -> None:
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert "usage:" in result.stdout
+
+
+def test_help_texts_are_whole_sentences() -> None:
+    import subprocess
+    import sys
+
+    for argv in (["--help"], ["train", "--help"], ["describe", "--help"], ["compare", "--help"], ["slurm", "--help"]):
+        shown = subprocess.run(
+            [sys.executable, "-m", "trainer", *argv], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        paragraphs = shown.split("\n\n")
+        description = " ".join(paragraphs[1].split()) if not paragraphs[1].startswith(("positional", "options")) else ""
+        if description:
+            assert description[-1] in ".)", (
+                f"trainer {' '.join(argv)}: the description ends mid-sentence: {description!r}"
+            )

@@ -182,6 +182,12 @@ def assert_bars_match(page: Any, result: dict[str, Any]) -> None:
         assert summary.startswith(f"Most likely: {top['label']}"), summary
     else:
         assert ("POSITIVE" in summary) == any(p["positive"] for p in result["predictions"]), summary
+        # The page says what the number means (reading.js; its wording is tested in test_ui_page.py).
+        reading = page.locator("#reading")
+        sync_api.expect(reading).to_be_visible()
+        sync_api.expect(reading).to_contain_text("comes from the threshold, not from 0.5")
+        if len(result["predictions"]) == 1:
+            assert "decision threshold" in summary and "validation split" in summary, summary
 
 
 def assert_heatmap_matches(page: Any, result: dict[str, Any]) -> None:
@@ -490,3 +496,22 @@ def test_the_page_renders_contract_3_heatmaps_and_tasks(server: Any, open_page: 
             .map(el => el.outerHTML.slice(0, 80))"""
     )
     assert unnamed == []
+
+
+def test_a_quick_run_is_flagged_on_the_page(server: Any, open_page: Any, tmp_path: Path) -> None:
+    from test_caveats import quick_run
+
+    from medcore.caveats import training_caveats
+
+    finished = open_page(server.url).open()  # the bundled model: no caveat box
+    sync_api.expect(finished.locator("#model-caveats")).to_be_hidden()
+    model = service_support.build_tiny_model(tmp_path / "model.onnx", quick_run().to_json())
+    with running_server(Settings(model_path=model, decode_threads=1, intra_op_threads=1)) as running:
+        view = open_page(running.url)
+        page = view.open()
+        box = page.locator("#model-caveats")
+        sync_api.expect(box).to_be_visible()
+        sync_api.expect(box.locator("li")).to_have_count(2)
+        for caveat in training_caveats(quick_run()):
+            sync_api.expect(box).to_contain_text(caveat)
+        view.shot("quick-run-caveats")

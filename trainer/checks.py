@@ -20,6 +20,18 @@ logger = logging.getLogger("trainer")
 CONVNEXT_MIN_AFTER_STEM = 8
 
 
+# An unset model.stem_stride takes the largest stride that leaves at least this many pixels a side after the stem
+# (224 and 128 px: 4, as torchvision; 64 px: 4; 32 px: 2; 28 px: 1, as MedMNIST's small-input networks).
+MIN_SIDE_AFTER_STEM = 16
+STEM_STRIDES = (4, 2, 1)
+
+
+def choose_stem_stride(height: int, width: int) -> int:
+    """The stem stride for inputs of `height` x `width` when the config leaves it unset."""
+    side = min(height, width)
+    return next((s for s in STEM_STRIDES if side // s >= MIN_SIDE_AFTER_STEM), STEM_STRIDES[-1])
+
+
 def check_input_size(arch: str, stem_stride: int, height: int, width: int) -> None:
     """Refuse an input too small for the network, naming a stem stride (or input size) that fits."""
     if not arch.startswith("convnext"):

@@ -71,7 +71,11 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train and evaluate medical-image classifiers from the layouts datasets ship in. "
+        "Each command has its own help: python -m trainer train --help.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a classifier and evaluate it on the test split")
     train.add_argument("--config", help="YAML or JSON file with the run's settings")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import ValidationError
 
-from medcore.record import MAX_CHANNELS, Interpolation
+from medcore.record import MAX_CHANNELS, IntendedUse, Interpolation
 from trainer.architectures import ARCHITECTURES
 from trainer.thresholds import THRESHOLD_POLICIES
 
@@ -151,7 +152,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     arch: str = "convnext_atto"
-    stem_stride: int = 4
+    stem_stride: int | None = None  # None: chosen from the input size (trainer.checks.choose_stem_stride)
     drop_path: float = 0.1
     weights: str | None = None  # a local state dict to start from (never downloaded)
     freeze_backbone: bool = False  # train only the head (linear probe / the microscopy study's recipe)
@@ -162,7 +163,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"Invalid architecture {self.arch!r}. Only {', '.join(ARCHITECTURES)} are supported.")
-        _choice("model.stem_stride", self.stem_stride, (1, 2, 4))
+        if self.stem_stride is not None:  # unset: chosen from the input size when the data is read
+            _choice("model.stem_stride", self.stem_stride, (1, 2, 4))
         _within("model.drop_path", self.drop_path, 0.0, 0.99)
         _choice("model.head", self.head, HEADS)
         _within("model.head_hidden", self.head_hidden, 1, 65536)
@@ -238,6 +240,34 @@ class ReportConfig:
 
 
 @dataclass
+class IntendedUseConfig:
+    """What the model is for, written into its record (medcore.record.IntendedUse) and its card.
+
+    The three DICOM restrictions are lists of codes (`[CR, DX]`, or `CR,DX` from `--set`); null means
+    "not restricted". The service refuses a DICOM outside them, or lacking a restricted tag, with 422
+    `outside_intended_use`.
+    """
+
+    description: str = ""
+    out_of_scope: tuple[str, ...] = ()
+    modalities: tuple[str, ...] | None = None  # DICOM Modality (0008,0060), e.g. CR, DX
+    body_parts: tuple[str, ...] | None = None  # BodyPartExamined (0018,0015), e.g. CHEST
+    view_positions: tuple[str, ...] | None = None  # ViewPosition (0018,5101), e.g. PA, AP
+
+    def __post_init__(self) -> None:
+        try:
+            use = IntendedUse(**asdict(self))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"intended_use.{first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
+        for name in ("modalities", "body_parts", "view_positions"):
+            setattr(self, name, getattr(use, name))  # normalised: split on commas, upper-case
+
+    def to_record(self) -> IntendedUse:
+        return IntendedUse(**asdict(self))
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs."""
 
@@ -250,6 +280,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    intended_use: IntendedUseConfig = field(default_factory=IntendedUseConfig)
     epochs: int = 10
     batch_size: int = 64
     device: str = "auto"
@@ -279,13 +310,39 @@ class TrainConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict (YAML is a superset of JSON)."""
+    """Read a YAML or JSON config file into a dict (YAML is a superset of JSON).
+
+    `intended_use: FILE.yaml` (a string) reads that section from FILE, relative to this file's folder."""
     path = Path(path)
+    data = _read_mapping(path, "config file")
+    if isinstance(data.get("intended_use"), str):
+        data["intended_use"] = load_intended_use(path.parent / data["intended_use"])
+    return data
+
+
+def load_intended_use(path: str | Path) -> dict[str, Any]:
+    """An intended-use section from a YAML/JSON file: its keys at the top level, or under `intended_use:`
+    (so a training config can be given too). Checked here, so a bad key or code fails naming the file."""
+    path = Path(path)
+    data = _read_mapping(path, "intended-use file")
+    section = data.get("intended_use", data)
+    if isinstance(section, str):  # a training config that names its intended-use file
+        return load_intended_use(path.parent / section)
+    if not isinstance(section, Mapping):
+        raise ValueError(f"intended-use file {path}: 'intended_use' must be a mapping, got {section!r}")
+    try:
+        _from_dict(IntendedUseConfig, section, "intended_use.")
+    except ValueError as exc:
+        raise ValueError(f"intended-use file {path}: {exc}") from None
+    return dict(section)
+
+
+def _read_mapping(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+        raise ValueError(f"{what} {path} must hold a mapping at the top level, got {type(data).__name__}")
     return data
 
 

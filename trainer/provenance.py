@@ -64,6 +64,7 @@ def build_record(
         labels=labels,
         thresholds=thresholds,
         preprocessing=recipe,
+        intended_use=config.intended_use.to_record(),
         provenance=Provenance(
             architecture=architecture,
             data=data_description,

@@ -129,7 +129,8 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list
     old, new = _flatten(saved), _flatten(current)
     changed = []
     for key in sorted(set(old) | set(new)):
-        if key in RESUMABLE_CHANGES or old.get(key) == new.get(key):
+        # What the model is for changes no weight: a resumed run may state it (runs made before the section too).
+        if key in RESUMABLE_CHANGES or key.startswith("intended_use.") or old.get(key) == new.get(key):
             continue
         changed.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return changed

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medcore.record import ModelRecord, Preprocessing
 from trainer.augment import ClassificationPresetTrain
 from trainer.checkpoint import Checkpoint
+from trainer.checks import choose_stem_stride
 from trainer.config import TrainConfig
 from trainer.data import LabeledData, ManifestDataset, make_dataset
 from trainer.distributed import eval_shard, local_device, rank, world_size, wrap
@@ -74,7 +75,7 @@ def build_run(config: TrainConfig, data: LabeledData, recipe: Preprocessing, res
         arch=config.model.arch,
         num_outputs=len(data.label_names),
         in_channels=recipe.channels,
-        stem_stride=config.model.stem_stride,
+        stem_stride=config.model.stem_stride or choose_stem_stride(recipe.height, recipe.width),
         drop_path=config.model.drop_path,
         head=config.model.head,
         head_hidden=config.model.head_hidden,

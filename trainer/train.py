@@ -15,7 +15,7 @@ from torch import nn
 from medcore.atomic import atomic_write
 from medcore.record import Task
 from trainer.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-from trainer.checks import check_input_size, check_labels, check_leakage
+from trainer.checks import MIN_SIDE_AFTER_STEM, check_input_size, check_labels, check_leakage, choose_stem_stride
 from trainer.config import TrainConfig, save_config
 from trainer.data import LabeledData, load_data, make_dataset
 from trainer.data.describe import without_identifiers
@@ -60,9 +60,16 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     check_leakage(data, config.data.allow_leakage)
     check_labels(data)
     if resume is not None:
+        config = _with_stem_stride(config, resume.spec.stem_stride)  # an unset stride is the one it resolved to
         _refuse_changes(resume, config, data)
     factory = partial(make_dataset, config=config.data)
     recipe = resume.record.preprocessing if resume else resolve_recipe(config.preprocessing, data, factory)
+    if config.model.stem_stride is None:
+        stride = choose_stem_stride(recipe.height, recipe.width)
+        logger.info("model.stem_stride not set: %d for %dx%d inputs (the largest that leaves >= %d px after the stem)",
+                    stride, recipe.height, recipe.width, MIN_SIDE_AFTER_STEM)  # fmt: skip
+        config = _with_stem_stride(config, stride)
+    assert config.model.stem_stride is not None
     check_input_size(config.model.arch, config.model.stem_stride, recipe.height, recipe.width)
     run = build_run(config, data, recipe, resume)
     if is_main():
@@ -75,6 +82,13 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     metrics = _finish(run, time.perf_counter() - start)
     barrier()  # the report is written
     return metrics
+
+
+def _with_stem_stride(config: TrainConfig, stride: int) -> TrainConfig:
+    """`config` with model.stem_stride set to `stride` when it was left unset (the saved config holds the choice)."""
+    if config.model.stem_stride is not None:
+        return config
+    return replace(config, model=replace(config.model, stem_stride=stride))
 
 
 def _refuse_changes(resume: Checkpoint, config: TrainConfig, data: LabeledData) -> None:
@@ -222,7 +236,7 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
     }
     settings = ReportSettings.from_config(run.config)
     metrics = write_report(run.output_dir, predictions, task, labels, thresholds, extra, settings)
-    final = {"epoch": best.epoch, "val": metrics["val"], "test": metrics["test"]}
+    final = {"epoch": best.epoch, "val": metrics["val"], "test": metrics["test"], "calibration": _ece(metrics)}
     provenance = best.record.provenance.model_copy(update={"metrics": final})
     save_checkpoint(replace(best, record=best.record.model_copy(update={"provenance": provenance})), best_path)
     test = metrics["test"]
@@ -237,6 +251,17 @@ def _finish(run: Run, seconds: float) -> dict[str, Any]:
         score, accuracy = _number(primary_score(task, test)), _number(headline_accuracy(test))
         logger.info("test  %s %.4f  accuracy %.4f  (best epoch %d)", name, score, accuracy, best.epoch + 1)
     return metrics
+
+
+def _ece(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the record keeps of calibration: ECE per split after (and, with temperature scaling, before) it."""
+    calibration = metrics.get("calibration", {})
+    return {
+        "temperature": calibration.get("temperature"),
+        "bins": next((calibration[s]["bins"] for s in ("val", "test") if s in calibration), None),
+        "ece": {s: calibration[s]["ece"] for s in ("val", "test") if s in calibration},
+        "ece_before_temperature": dict(calibration.get("before_temperature", {})),
+    }
 
 
 def _number(value: float | None) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from medcore.caveats import training_caveats
 from service.api.deps import RegistryDep
 from service.errors import error_docs
 from service.registry import ServedModel
@@ -58,4 +59,5 @@ def entry(served: ServedModel) -> ModelEntry:
         default=served.is_default,
         explain=served.can_explain,
         record=served.public_record(),
+        caveats=list(training_caveats(record)),
     )

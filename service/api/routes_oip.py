@@ -49,7 +49,7 @@ SERVER_NAME = "medimaging-service"
 PLATFORM = "onnxruntime_onnx"
 BINARY_HEADER = "inference-header-content-length"
 # Error codes that mean the image was refused before inference -> `serve_rejections_total{reason}`.
-REJECTION_OF = {"queue_full": "queue_full", "deadline_exceeded": "deadline", "not_ready": "not_ready"}
+REJECTION_OF = {"queue_full": "queue_full", "deadline_exceeded": "deadline_exceeded", "not_ready": "not_ready"}
 
 
 class OipRequestError(ServiceError):

@@ -42,7 +42,7 @@ router = APIRouter(tags=["inference"])
 
 RAW_TYPES = ("image/png", "image/jpeg", "image/tiff", "application/dicom")
 # Which rejection (serve_rejections_total{reason}) a per-image 503 counts as.
-REJECTION_OF = {"queue_full": "queue_full", "deadline_exceeded": "deadline", "not_ready": "not_ready"}
+REJECTION_OF = {"queue_full": "queue_full", "deadline_exceeded": "deadline_exceeded", "not_ready": "not_ready"}
 
 
 class UnsupportedMediaError(ServiceError):

@@ -21,6 +21,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "markdown.js": "text/javascript; charset=utf-8",
+    "reading.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 CONTENT_SECURITY_POLICY = (

@@ -172,6 +172,13 @@
     const description = use.description || "Not stated in the model record; read the model card.";
     $("model-use").textContent = scope ? `${description} (${scope})` : description;
     $("model-out-of-scope").textContent = (use.out_of_scope || []).join("; ") || "Not stated in the model record.";
+    const caveats = model.caveats || [];
+    $("model-caveats-list").replaceChildren(...caveats.map((text) => {
+      const item = document.createElement("li");
+      item.textContent = text;
+      return item;
+    }));
+    $("model-caveats").hidden = caveats.length === 0;
     const link = $("card-link");
     link.href = `${modelPath(model)}/card`;
     link.textContent = `Read the model card of ${model.name} ${model.version}`;
@@ -235,7 +242,9 @@
   function render(file, model, item) {
     const predictions = [...item.predictions].sort((a, b) => b.probability - a.probability);
     const multiclass = predictions.every((p) => p.threshold === null || p.threshold === undefined);
-    $("summary").textContent = summary(predictions, multiclass);
+    $("summary").textContent = summary(predictions, multiclass, model.record);
+    $("reading").textContent = multiclass ? "" : window.MedReading.readingNote(predictions, model.record);
+    $("reading").hidden = multiclass;
     const tone = multiclass ? "neutral" : predictions.some((p) => p.positive) ? "positive" : "negative";
     $("summary").className = `summary ${tone}`;
     $("legend").textContent = multiclass
@@ -253,17 +262,14 @@
     $("result-heading").focus();
   }
 
-  function summary(predictions, multiclass) {
+  function summary(predictions, multiclass, record) {
     if (multiclass) {
       const top = predictions[0];
       return `Most likely: ${top.label} (probability ${format(top.probability)}, the highest of ${predictions.length}).`;
     }
     const positive = predictions.filter((p) => p.positive);
     if (predictions.length === 1) {
-      const p = predictions[0];
-      return p.positive
-        ? `POSITIVE for ${p.label}: probability ${format(p.probability)} is at or above the threshold ${format(p.threshold)}.`
-        : `NEGATIVE for ${p.label}: probability ${format(p.probability)} is below the threshold ${format(p.threshold)}.`;
+      return window.MedReading.decisionSentence(predictions[0], record);
     }
     return positive.length
       ? `POSITIVE for ${positive.map((p) => p.label).join(", ")} (at or above their thresholds).`
