@@ -161,7 +161,8 @@ class OnnxLitAPI(ls.LitAPI):
         return np.stack(inputs)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.loaded.predict(batch)
+        answer = self.loaded.predict(batch)  # (probabilities, ood_score) for a model with that output
+        return answer[0] if isinstance(answer, tuple) else answer
 
     def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
         return list(output)

@@ -1,4 +1,4 @@
-"""python -m export onnx|inspect|evaluate|quantize|fp16|card: parse the flags, call the library, print its report.
+"""python -m export onnx|inspect|evaluate|quantize|fp16|card|ood: parse the flags, call the library, print its report.
 
 Torch is imported only by `onnx` (checkpoint -> ONNX); the other commands run without it.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from export.errors import ExportError
 from export.parity import DEFAULT_TOLERANCE
 
-COMMANDS = ("onnx", "inspect", "evaluate", "quantize", "fp16", "card", "intended-use")
+COMMANDS = ("onnx", "inspect", "evaluate", "quantize", "fp16", "card", "intended-use", "ood")
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -48,6 +48,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_use_arguments(
         commands.add_parser("intended-use", help="set the intended use in an exported file's record (and variants')")
     )
+
+    from export.ood_file import add_arguments as add_ood_arguments
+
+    add_ood_arguments(commands.add_parser("ood", help="add the out-of-distribution output to an fp32 file"))
     return parser
 
 
@@ -65,6 +69,9 @@ def _onnx_parser(parser: argparse.ArgumentParser) -> None:
     )
     _parity_images(parser)
     parser.add_argument("--no-heatmaps", action="store_true", help="omit the 'heatmaps' output")
+    from export.ood_file import add_export_options
+
+    add_export_options(parser)
     parser.add_argument("--name", help="model name to write instead of the checkpoint record's")
     parser.add_argument("--version", help="model version to write instead of the checkpoint record's")
     parser.add_argument("--report", type=Path, metavar="JSON", help="also write the export report as JSON")
@@ -146,6 +153,9 @@ def run_onnx(args: argparse.Namespace) -> int:
         version=args.version,
         exporter=args.exporter,
         heatmaps=not args.no_heatmaps,
+        ood=args.ood,
+        ood_kept_fraction=args.ood_kept_fraction,
+        ood_fit_samples=args.ood_fit_samples,
         force=args.force,
         intended_use=lambda current: intended_use_from_args(args, current),
     )
@@ -204,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from export.card import run_card
     from export.evaluate import run_evaluate
     from export.intended_use import run_intended_use
+    from export.ood_file import run_ood
 
     handlers: dict[str, Handler] = {
         "onnx": run_onnx,
@@ -213,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fp16": run_variant,
         "card": run_card,
         "intended-use": run_intended_use,
+        "ood": run_ood,
     }
     try:
         return handlers[args.command](args)

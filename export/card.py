@@ -62,6 +62,7 @@ def render_card(model: Path, metrics: dict[str, Any] | None, notes: str = "") ->
         _preprocessing(record),
         _thresholds(record),
         _probabilities(record, metrics),
+        _out_of_distribution(model, record, variants, metrics),
         _metrics(metrics),
         _variants(model, record, variants),
         _reproduce(model, record, variants),
@@ -242,6 +243,37 @@ def _calibration(record: ModelRecord, metrics: dict[str, Any] | None) -> str:
         f"({bins} equal-width bins), before -> after: {pairs}. p is then close to the share of validation images "
         "scored alike that had the finding; on another population (site, age, equipment) it need not be."
     )
+
+
+def _out_of_distribution(
+    model: Path, record: ModelRecord, variants: dict[Variant, ModelRecord], metrics: dict[str, Any] | None
+) -> str:
+    """How the `ood_score` output was fitted and thresholded, per variant, and how often it flags each split."""
+    spec = record.ood
+    if spec is None:
+        return (
+            "## Out-of-distribution check\n\nNone: this model has no `ood_score` output, so its results carry "
+            f"`ood_score: null, out_of_distribution: null`. Add one with `python -m export ood {model.name}`."
+        )
+    lines = [
+        "## Out-of-distribution check",
+        "",
+        f"The graph outputs `ood_score`, the Mahalanobis distance of the image's pooled features to those of "
+        f"{spec.fit.get('samples', '?')} training images ({spec.fit.get('covariance', 'shared covariance')}); "
+        f"an image scoring above the threshold is flagged `out_of_distribution` and its result carries a warning. "
+        f"Thresholds keep {spec.kept_fraction:.0%} of the {spec.threshold_split} split, each set on the "
+        "variant's own scores:",
+        "",
+        "| variant | threshold |",
+        "|---|---|",
+        f"| fp32 | {spec.threshold:.4g} |",
+        *(f"| {name} | {v.ood.threshold:.4g} |" for name, v in variants.items() if v.ood is not None),
+    ]
+    flagged = {split: result["ood"] for split, result in (metrics or {}).get("splits", {}).items() if "ood" in result}
+    if flagged:
+        lines += ["", "Flagged by `python -m export evaluate` (fp32):", "", "| split | flagged |", "|---|---|"]
+        lines += [f"| {split} | {o['flagged']} ({o['flagged_fraction']:.1%}) |" for split, o in flagged.items()]
+    return "\n".join(lines)
 
 
 def _metrics(metrics: dict[str, Any] | None) -> str:

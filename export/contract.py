@@ -2,7 +2,8 @@
 
 input "input": float32 [batch, C, H, W], C/H/W from the record's preprocessing;
 output "probabilities": float32 [batch, L], L = number of labels, activation applied in-graph;
-optional second output "heatmaps": float32 [batch, L, h, w], whose spatial mean is each label's logit.
+optional second output "heatmaps": float32 [batch, L, h, w], whose spatial mean is each label's logit;
+optional last output "ood_score": float32 [batch], present exactly when the record has an `ood` spec.
 Every variant (fp32, fp16, int8) keeps float32 at this boundary.
 """
 
@@ -15,6 +16,7 @@ from export.errors import ContractError
 from medcore.record import ONNX_BATCH_AXIS as BATCH_AXIS
 from medcore.record import ONNX_HEATMAP_OUTPUT_NAME as HEATMAP_NAME
 from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
+from medcore.record import ONNX_OOD_OUTPUT_NAME as OOD_NAME
 from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
 from medcore.record import ModelRecord
 
@@ -32,6 +34,7 @@ def expected_shapes(record: ModelRecord) -> dict[str, tuple[str | int, ...]]:
     return {
         INPUT_NAME: (BATCH_AXIS, recipe.channels, recipe.height, recipe.width),
         OUTPUT_NAME: (BATCH_AXIS, record.num_outputs),
+        OOD_NAME: (BATCH_AXIS,),
     }
 
 
@@ -68,10 +71,17 @@ def check_edges(inputs: Sequence[Edge], outputs: Sequence[Edge], record: ModelRe
     input_names, output_names = [e[0] for e in inputs], [e[0] for e in outputs]
     if input_names != [INPUT_NAME]:
         raise ContractError(f"graph inputs are {input_names}, the contract requires exactly [{INPUT_NAME!r}]")
-    if output_names not in ([OUTPUT_NAME], [OUTPUT_NAME, HEATMAP_NAME]):
+    allowed = [[OUTPUT_NAME, *maps] for maps in ([], [HEATMAP_NAME])]
+    allowed += [[*names, OOD_NAME] for names in allowed]
+    if output_names not in allowed:
         raise ContractError(
-            f"graph outputs are {output_names}, the contract requires [{OUTPUT_NAME!r}] "
-            f"or [{OUTPUT_NAME!r}, {HEATMAP_NAME!r}]"
+            f"graph outputs are {output_names}, the contract requires [{OUTPUT_NAME!r}], optionally followed by "
+            f"{HEATMAP_NAME!r} and then {OOD_NAME!r}"
+        )
+    if (OOD_NAME in output_names) != (record.ood is not None):
+        raise ContractError(
+            f"the graph {'has' if OOD_NAME in output_names else 'lacks'} an {OOD_NAME!r} output but the record "
+            f"{'has no' if record.ood is None else 'has an'} 'ood' spec; they go together"
         )
     for role, (name, dtype, shape) in [("input", inputs[0]), *(("output", edge) for edge in outputs)]:
         if dtype != FLOAT:

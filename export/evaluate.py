@@ -84,6 +84,12 @@ def summary(metrics: dict[str, Any]) -> str:
             lines.append(f"{split:<6} {label:<16} {m['n']:>6} {cells} {m['threshold']:>6.3f}")
         if "top1_accuracy" in result:
             lines.append(f"{split:<6} top-1 accuracy {_cell(result['top1_accuracy'])}")
+        if "ood" in result:
+            ood = result["ood"]
+            lines.append(
+                f"{split:<6} out-of-distribution: {ood['flagged']} of {result['n']} flagged "
+                f"({ood['flagged_fraction']:.1%}; ood_score > {ood['threshold']:.4g})"
+            )
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@
 The inputs come from `trainer.data.ManifestDataset.model_input` (medcore preprocessing, as in
 training evaluation and in the service) and the numbers from `trainer.metrics.binary_metrics`,
 so ONNX and PyTorch results are comparable line by line ("for a fair comparison", as timm says).
+A model with an `ood_score` output also gets, per split, the share of images its record's rule flags
+(`OodSpec.flags`, the rule the service applies to the same output).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from export.contract import INPUT_NAME, check_session_contract
+from export.contract import INPUT_NAME, OOD_NAME, OUTPUT_NAME, check_session_contract
 from export.intervals import label_intervals
 from export.metadata import session_record
 from export.parity import open_session
@@ -84,8 +86,10 @@ def evaluate_onnx(
     results = {}
     for name in splits:
         split = dataset.split(name)
-        prob = predict(session, ManifestDataset(split, record.preprocessing), batch_size)
+        prob, scores = predict_outputs(session, ManifestDataset(split, record.preprocessing), batch_size)
         results[name] = split_metrics(record, split.labels, prob, record.provenance.metrics.get(name))
+        if scores is not None:
+            results[name]["ood"] = ood_summary(record, scores)
     return {
         "model": {
             "file": model_path.name,
@@ -111,12 +115,35 @@ def read_record_any(path: str | Path) -> ModelRecord:
 
 def predict(session: ort.InferenceSession, dataset: ManifestDataset, batch_size: int) -> np.ndarray:
     """Probabilities [N, L] for every sample of `dataset`, in order."""
-    outputs = []
+    return predict_outputs(session, dataset, batch_size)[0]
+
+
+def predict_outputs(
+    session: ort.InferenceSession, dataset: ManifestDataset, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities [N, L] and, where the graph has it, `ood_score` [N] for every sample, in order."""
+    names = [OUTPUT_NAME] + [OOD_NAME] * any(o.name == OOD_NAME for o in session.get_outputs())
+    outputs: list[list[np.ndarray]] = [[] for _ in names]
     for start in range(0, len(dataset), batch_size):
         stop = min(start + batch_size, len(dataset))
         batch = stack_batch([dataset.model_input(i) for i in range(start, stop)])
-        outputs.append(session.run(None, {INPUT_NAME: batch})[0])
-    return np.concatenate(outputs).astype(np.float64)
+        for part, value in zip(outputs, session.run(names, {INPUT_NAME: batch}), strict=True):
+            part.append(value)
+    prob = np.concatenate(outputs[0]).astype(np.float64)
+    return prob, (np.concatenate(outputs[1]).astype(np.float64) if len(names) > 1 else None)
+
+
+def ood_summary(record: ModelRecord, scores: np.ndarray) -> dict[str, Any]:
+    """The share of images flagged out-of-distribution by the record's rule, and the score's quartiles."""
+    assert record.ood is not None
+    flagged = [record.ood.flags(float(score)) for score in scores]
+    quartiles = np.quantile(scores, [0.25, 0.5, 0.75]).tolist() if len(scores) else [None] * 3
+    return {
+        "flagged": int(sum(flagged)),
+        "flagged_fraction": float(np.mean(flagged)) if flagged else None,
+        "threshold": record.ood.threshold,
+        "score_quartiles": quartiles,
+    }
 
 
 def split_metrics(record: ModelRecord, labels: np.ndarray, prob: np.ndarray, reference: Any = None) -> dict[str, Any]:

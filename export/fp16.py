@@ -15,6 +15,7 @@ from typing import Any
 import onnx
 
 from export.errors import ExportError
+from export.ood import ood_node_names
 from export.variants import Gate, VariantReport, make_variant
 from medcore.record import ModelRecord
 
@@ -30,7 +31,8 @@ def convert_fp16(fp32_path: Path, record: ModelRecord) -> tuple[onnx.ModelProto,
 
     model = onnx.load(str(fp32_path))
     try:
-        converted = convert_float_to_float16(model, keep_io_types=True)
+        # The out-of-distribution nodes stay float32: a squared distance far from the training set overflows fp16.
+        converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=ood_node_names(model))
     except Exception as exc:  # the converter raises many types
         raise ExportError(f"fp16 conversion of {fp32_path} failed: {exc}") from exc
     sort_topologically(converted.graph)

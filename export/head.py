@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
+from torchvision.models.convnext import ConvNeXt
+from torchvision.models.resnet import ResNet
 
 from export.parity import Reference
 from medcore.record import Task
@@ -31,5 +36,32 @@ def torch_reference(model: nn.Module) -> Reference:
         with torch.inference_mode():
             out = model(torch.from_numpy(batch))
         return [t.numpy() for t in out] if isinstance(out, tuple) else [out.numpy()]
+
+    return run
+
+
+def with_ood_reference(model: nn.Module, network: nn.Module, score: Callable[[np.ndarray], np.ndarray]) -> Reference:
+    """`torch_reference(model)` plus a last output: `score` of the pooled features the network's head reads.
+
+    The features are caught on their way into the head (ConvNeXt's `classifier`, before its LayerNorm;
+    ResNet's `fc`), the tensor `export.ood.feature_tensor` finds in the graph.
+    """
+    if not isinstance(network, ConvNeXt | ResNet):
+        raise TypeError(f"the out-of-distribution score needs a torchvision ConvNeXt or ResNet, got {type(network)}")
+    head = network.classifier if isinstance(network, ConvNeXt) else network.fc
+    base = torch_reference(model)
+    caught: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, args: tuple[Any, ...]) -> None:
+        caught.append(args[0].detach())
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        caught.clear()
+        handle = head.register_forward_pre_hook(keep)
+        try:
+            outputs = base(batch)
+        finally:
+            handle.remove()
+        return [*outputs, score(caught[-1].reshape(len(batch), -1).numpy())]
 
     return run

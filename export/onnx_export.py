@@ -18,11 +18,12 @@ from export.atomic import write_checked
 from export.contract import HEATMAP_NAME, OUTPUT_NAME, check_contract
 from export.convert import DEFAULT_OPSET, Exporter, check_opset, to_onnx
 from export.errors import ExportError
-from export.head import ProbabilityModel, torch_reference
+from export.head import ProbabilityModel, torch_reference, with_ood_reference
 from export.heatmap import ExplainedModel
 from export.inputs import parity_inputs
 from export.layout import version_dir
 from export.metadata import embed_metadata
+from export.ood import DEFAULT_FIT_SAMPLES, DEFAULT_KEPT_FRACTION, add_ood_score
 from export.parity import DEFAULT_TOLERANCE, ParityReport
 from export.verify import check_destination, verify_file
 from medcore.record import VARIANT_FILES, IntendedUse, ModelRecord
@@ -46,6 +47,10 @@ class ExportReport:
     heatmaps: bool = True
     parity_source: str = ""
 
+    @property
+    def ood(self) -> bool:
+        return self.record.ood is not None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": str(self.output),
@@ -57,6 +62,7 @@ class ExportReport:
             "exporter": self.exporter,
             "file_size": self.file_size,
             "heatmaps": self.heatmaps,
+            "ood": self.record.ood.model_dump(mode="json") if self.record.ood else None,
             "parity_inputs": self.parity_source,
             "parity": self.parity.to_dict(),
             "seconds": round(self.seconds, 2),
@@ -65,15 +71,20 @@ class ExportReport:
     def summary(self) -> str:
         record, parity = self.record, self.parity
         labels = ", ".join(record.labels)
-        return "\n".join(
-            [
-                f"exported {record.name} {record.version} ({record.task.value}: {labels}) -> {self.output}",
-                f"  opset {self.opset} ({self.exporter} exporter), {self.file_size / 1e6:.2f} MB, {self.seconds:.1f} s",
-                f"  checks: onnx.checker (full), contract input/probabilities{'/heatmaps' if self.heatmaps else ''}, "
-                "record round-trip: passed",
-                f"  parity vs PyTorch on {self.parity_source}: {parity.line()}: passed",
-            ]
-        )
+        outputs = "/heatmaps" * self.heatmaps + "/ood_score" * self.ood
+        lines = [
+            f"exported {record.name} {record.version} ({record.task.value}: {labels}) -> {self.output}",
+            f"  opset {self.opset} ({self.exporter} exporter), {self.file_size / 1e6:.2f} MB, {self.seconds:.1f} s",
+            f"  checks: onnx.checker (full), contract input/probabilities{outputs}, record round-trip: passed",
+            f"  parity vs PyTorch on {self.parity_source}: {parity.line()}: passed",
+        ]
+        if record.ood is not None:
+            spec = record.ood
+            lines.append(
+                f"  ood_score: Mahalanobis distance fitted on {spec.fit.get('of', spec.fitted_on)}; threshold "
+                f"{spec.threshold:.4g} keeps {spec.kept_fraction:.0%} of {spec.threshold_split}"
+            )
+        return "\n".join(lines)
 
 
 def export_onnx(
@@ -88,6 +99,9 @@ def export_onnx(
     version: str | None = None,
     exporter: Exporter = "dynamo",
     heatmaps: bool = True,
+    ood: bool = False,
+    ood_kept_fraction: float = DEFAULT_KEPT_FRACTION,
+    ood_fit_samples: int = DEFAULT_FIT_SAMPLES,
     force: bool = False,
     intended_use: IntendedUse | Callable[[IntendedUse], IntendedUse | None] | None = None,
 ) -> ExportReport:
@@ -97,7 +111,9 @@ def export_onnx(
     temp file beside it, checked there (onnx.checker full check, the contract, the embedded record,
     parity with PyTorch within `tolerance` on `parity_images` or on validation samples read through
     the trainer's data layer), and only then renamed into place. `intended_use` replaces the checkpoint's
-    (or maps it to the new one, None keeping it). Raises `ExportError` (or
+    (or maps it to the new one, None keeping it). With `ood`, the graph also outputs
+    `ood_score`, fitted on the training split and thresholded on validation (`export.ood`), checked
+    against the same computation on PyTorch's features. Raises `ExportError` (or
     `ParityError`) on any failed check, `FileExistsError` for an existing file without `force`.
     """
     started = time.monotonic()
@@ -120,6 +136,10 @@ def export_onnx(
     outputs = (OUTPUT_NAME, HEATMAP_NAME) if heatmaps else (OUTPUT_NAME,)
 
     proto = to_onnx(model.eval(), record.preprocessing, opset=opset, exporter=exporter, outputs=outputs)
+    reference = torch_reference(model)
+    if ood:
+        record, fit = add_ood_score(proto, record, kept_fraction=ood_kept_fraction, fit_samples=ood_fit_samples)
+        reference = with_ood_reference(model, network, fit.score)
     info = _export_info(checkpoint_path, checkpoint, opset, exporter, tolerance)
     embed_metadata(proto, record, {**info, "parity_inputs": inputs.source})
     check_contract(proto, record)
@@ -128,7 +148,7 @@ def export_onnx(
     data = proto.SerializeToString()
 
     def verify(path: Path) -> ParityReport:
-        return verify_file(path, record, torch_reference(model), inputs, tolerance=tolerance)
+        return verify_file(path, record, reference, inputs, tolerance=tolerance)
 
     parity = write_checked(out_path, data, verify)
     return ExportReport(

@@ -14,16 +14,19 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from export.contract import INPUT_NAME
+from export.contract import HEATMAP_NAME, INPUT_NAME, OOD_NAME
 from export.errors import ExportError, ParityError
 
 # Default tolerance on probabilities (absolute); fp32 CPU runs of the same graph agree to ~1e-6.
 DEFAULT_TOLERANCE = 1e-4
 # Heatmaps against the reference's: max |dh| / max(1, max |h_ref|); fp32 runs agree to ~1e-6.
 HEATMAP_TOLERANCE = 1e-3
+# The out-of-distribution score against the reference's: max |ds| / max(1, max |s_ref|); fp32 agrees to ~1e-6.
+OOD_TOLERANCE = 1e-3
 # Images per forward pass: bounds memory for large inputs and many files.
 CHUNK = 16
-# A float32 NCHW batch -> the graph's outputs: [probabilities [N, L]] or [probabilities, heatmaps [N, L, h, w]].
+# A float32 NCHW batch -> the graph's outputs in its order: probabilities [N, L], then heatmaps [N, L, h, w]
+# and ood_score [N] where the graph has them.
 Reference = Callable[[np.ndarray], list[np.ndarray]]
 
 
@@ -39,6 +42,8 @@ class ParityReport:
     # within the checked file itself; None for graphs without heatmaps.
     heatmap_diff: float | None = None
     heatmap_consistency: float | None = None
+    # Largest relative difference of the out-of-distribution score; None for graphs without one.
+    ood_diff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +57,8 @@ class ParityReport:
             text += f"; heatmaps: mean matches the probabilities to {self.heatmap_consistency:.1e}"
         if self.heatmap_diff is not None:
             text += f", relative diff {self.heatmap_diff:.1e}"
+        if self.ood_diff is not None:
+            text += f"; ood_score relative diff {self.ood_diff:.1e}"
         return text
 
 
@@ -65,13 +72,14 @@ def check_parity(
     against: str = "PyTorch",
     softmax: bool = False,
     heatmap_tolerance: float | None = HEATMAP_TOLERANCE,
+    ood_tolerance: float | None = OOD_TOLERANCE,
 ) -> ParityReport:
     """Compare `reference` with onnxruntime (CPU) on `inputs`; `ParityError` above a tolerance.
 
     onnxruntime runs the inputs in batches of up to CHUNK and the first one alone, so both batch 1
     and a batch above 1 pass through the dynamic batch axis. With heatmaps, the file's maps must
     average to its own probabilities (within `tolerance` after the activation) and, unless
-    `heatmap_tolerance` is None, match the reference's maps.
+    `heatmap_tolerance` is None, match the reference's maps; likewise the `ood_score` with `ood_tolerance`.
     """
     if len(inputs) == 1:
         inputs = np.concatenate([inputs, inputs])
@@ -80,7 +88,10 @@ def check_parity(
     runs = [(slice(0, 1), inputs[:1])] + [
         (slice(i, i + CHUNK), inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)
     ]
-    diffs, heat_diffs, consistency = [], [], []
+    outputs = [output.name for output in session.get_outputs()]
+    heat = outputs.index(HEATMAP_NAME) if HEATMAP_NAME in outputs else None
+    ood = outputs.index(OOD_NAME) if OOD_NAME in outputs else None
+    diffs, heat_diffs, consistency, ood_diffs = [], [], [], []
     for rows, batch in runs:
         got = _run(session, batch)
         if len(got) != len(expected) or got[0].shape != expected[0][rows].shape:
@@ -89,10 +100,11 @@ def check_parity(
                 f"{against} {[e[rows].shape for e in expected]}"
             )
         diffs.append(np.max(np.abs(got[0].astype(np.float64) - expected[0][rows])))
-        if len(got) > 1:
-            ref = expected[1][rows]
-            heat_diffs.append(np.max(np.abs(got[1] - ref)) / max(1.0, float(np.max(np.abs(ref)))))
-            consistency.append(heatmap_consistency(got[0], got[1], softmax=softmax))
+        if heat is not None:
+            heat_diffs.append(_relative_diff(got[heat], expected[heat][rows]))
+            consistency.append(heatmap_consistency(got[0], got[heat], softmax=softmax))
+        if ood is not None:
+            ood_diffs.append(_relative_diff(got[ood], expected[ood][rows]))
     worst = float(np.max(diffs))  # NaN propagates, and fails the comparison below
     report = ParityReport(
         images=tuple(names),
@@ -101,9 +113,20 @@ def check_parity(
         tolerance=tolerance,
         heatmap_diff=float(np.max(heat_diffs)) if heat_diffs else None,
         heatmap_consistency=float(np.max(consistency)) if consistency else None,
+        ood_diff=float(np.max(ood_diffs)) if ood_diffs else None,
     )
     _gate(report, against, len(inputs), heatmap_tolerance)
+    if ood_tolerance is not None and report.ood_diff is not None and not report.ood_diff <= ood_tolerance:
+        raise ParityError(
+            f"onnxruntime and {against} ood_score differ by up to {report.ood_diff:.3g} (relative); "
+            f"tolerance is {ood_tolerance:g}"
+        )
     return report
+
+
+def _relative_diff(got: np.ndarray, reference: np.ndarray) -> float:
+    """max |got - reference| / max(1, max |reference|); NaN propagates and fails any tolerance."""
+    return float(np.max(np.abs(got - reference)) / max(1.0, float(np.max(np.abs(reference)))))
 
 
 def _gate(report: ParityReport, against: str, n: int, heatmap_tolerance: float | None) -> None:
@@ -145,7 +168,7 @@ def run_chunked(reference: Reference, inputs: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate([part[k] for part in parts]).astype(np.float64) for k in range(len(parts[0]))]
 
 
-def onnx_reference(path: Path) -> Reference:
+def onnx_reference(path: Path | bytes) -> Reference:
     """onnxruntime (CPU) outputs of another ONNX file, e.g. the fp32 original of an int8 file."""
     session = open_session(path)
     return lambda batch: _run(session, batch)

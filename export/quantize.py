@@ -3,7 +3,8 @@
 Activations are calibrated (min-max) on a fixed random subset of the training split the record names,
 read through the trainer's data layer, so the scales come from the pixels the model was trained on.
 Only the layers that hold the arithmetic are quantised: MatMul/Gemm (ConvNeXt's pointwise MLPs, the
-head) and dense convolutions; depthwise convolutions, LayerNorm and GELU stay float, where QDQ pairs
+head) and dense convolutions; depthwise convolutions, LayerNorm, GELU and the out-of-distribution
+score's nodes stay float, where QDQ pairs
 around them cost more than they save on this CPU. Dynamic quantisation is not used: it re-measures
 activation ranges on every call and was about 3x slower than fp32 for ConvNeXt here.
 Thresholds are re-chosen on validation with the trainer's own rule, since int8 shifts the scores.
@@ -24,6 +25,7 @@ import onnx
 from export.contract import INPUT_NAME
 from export.errors import ExportError
 from export.inputs import split_inputs
+from export.ood import ood_node_names
 from export.parity import CHUNK
 from export.variants import Gate, VariantReport, make_variant
 from medcore.record import ModelRecord
@@ -75,6 +77,7 @@ def quantize_static_qdq(fp32_path: Path, calibration: np.ndarray) -> onnx.ModelP
         prepared, target = Path(tmp) / "prepared.onnx", Path(tmp) / "model.int8.onnx"
         try:
             quant_pre_process(str(fp32_path), str(prepared))
+            prepared_model = onnx.load(str(prepared))
             quantize_static(
                 str(prepared),
                 str(target),
@@ -84,7 +87,7 @@ def quantize_static_qdq(fp32_path: Path, calibration: np.ndarray) -> onnx.ModelP
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(QUANTIZED_OPS),
-                nodes_to_exclude=depthwise_convs(onnx.load(str(prepared))),
+                nodes_to_exclude=[*depthwise_convs(prepared_model), *ood_node_names(prepared_model)],
             )
         except Exception as exc:  # onnxruntime.quantization raises many types
             raise ExportError(f"static quantisation of {fp32_path} failed: {exc}") from exc

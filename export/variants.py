@@ -4,8 +4,10 @@ Every variant keeps the fp32 file's contract (float32 in and out, same outputs) 
 `variant`, `parity` (its figures against fp32) and, where asked, thresholds re-chosen on validation.
 The gate runs the whole validation split through both files: decisions must agree on at least
 `min_agreement` of (image, label) pairs and, where set, each label's AUROC may move by at most
-`max_delta_auroc`. Then the written file passes the fp32 file's checks (checker, contract, record)
-and a parity run on the parity inputs, within the variant's own tolerance.
+`max_delta_auroc`. A model with an out-of-distribution output gets its threshold re-set on the variant's
+own validation scores (same kept fraction), so the variant flags as often as fp32 did. Then the written
+file passes the fp32 file's checks (checker, contract, record) and a parity run on the parity inputs,
+within the variant's own tolerance.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from export.layout import variant_path
 from export.metadata import EXPORT_METADATA_KEY, embed_metadata, read_metadata, read_record
 from export.parity import CHUNK, ParityReport, onnx_reference, open_session
 from export.verify import check_destination, verify_file
-from medcore.record import ModelRecord, Task, Variant
+from medcore.record import ModelRecord, OodSpec, Task, Variant
 
 # fp32 file + its record -> the variant graph, in memory, and a line saying how it was made.
 Builder = Callable[[Path, ModelRecord], tuple[onnx.ModelProto, dict[str, Any]]]
@@ -86,6 +88,9 @@ class VariantReport:
                 if v["fp32"] is not None
             )
             lines.append(f"  AUROC {split}: {cells}")
+        if f.get("ood_threshold"):
+            t = f["ood_threshold"]
+            lines.append(f"  ood_score threshold re-set on {t['split']}: fp32 {t['fp32']:.4g} -> {t['variant']:.4g}")
         if f.get("thresholds_fp32") and f["thresholds_fp32"] != dict(self.record.thresholds):
             lines.append(f"  thresholds re-chosen on val: {f['thresholds_fp32']} -> {dict(self.record.thresholds)}")
         speed = f.get("speed")
@@ -126,9 +131,10 @@ def make_variant(
     if speed_seconds > 0:
         figures["speed"] = measure_speed(fp32_path, data, inputs, speed_seconds)
     parity = {k: figures[k] for k in ("decision_agreement", "max_abs_diff", "gate", "auroc", "speed") if k in figures}
-    variant_record = record.model_copy(
-        update={"variant": variant, "thresholds": thresholds, "parity": {"reference": "fp32", **how, **parity}}
-    )
+    changes: dict[str, Any] = {"variant": variant, "thresholds": thresholds}
+    if record.ood is not None:
+        changes["ood"] = refit_ood_threshold(record, data, figures)
+    variant_record = record.model_copy(update={**changes, "parity": {"reference": "fp32", **how, **parity}})
     export_info = json.loads(read_metadata(fp32_path).get(EXPORT_METADATA_KEY, "{}"))
     embed_metadata(proto, variant_record, {**export_info, "variant": variant, **how})
     reference = onnx_reference(fp32_path)
@@ -142,6 +148,7 @@ def make_variant(
             tolerance=gate.tolerance,
             against="fp32 ONNX",
             heatmap_tolerance=None,
+            ood_tolerance=None,
         )
 
     report = write_checked(out, proto.SerializeToString(), verify)
@@ -188,6 +195,18 @@ def gate_on_validation(
             figures["auroc"][split][label] = {"fp32": a32, "variant": av, "delta": delta}
     _check_gate(figures, gate, variant)
     return figures, thresholds
+
+
+def refit_ood_threshold(record: ModelRecord, variant_bytes: bytes, figures: dict[str, Any]) -> OodSpec:
+    """The record's `ood` spec with the threshold re-set on the variant's own scores of its threshold split."""
+    from export.ood import run_scores, threshold_for
+
+    spec = record.ood
+    assert spec is not None
+    scores = run_scores(variant_bytes, split_inputs(record, spec.threshold_split, None).batch)
+    threshold = threshold_for(scores, spec.kept_fraction)
+    figures["ood_threshold"] = {"fp32": spec.threshold, "variant": threshold, "split": spec.threshold_split}
+    return spec.model_copy(update={"threshold": threshold})
 
 
 def _check_gate(figures: dict[str, Any], gate: Gate, variant: str) -> None:

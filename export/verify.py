@@ -11,7 +11,7 @@ from export.contract import check_contract
 from export.errors import ExportError
 from export.inputs import ParityInputs
 from export.metadata import read_record
-from export.parity import HEATMAP_TOLERANCE, ParityReport, Reference, check_parity
+from export.parity import HEATMAP_TOLERANCE, OOD_TOLERANCE, ParityReport, Reference, check_parity
 from medcore.record import ModelRecord, Task
 
 
@@ -24,6 +24,7 @@ def verify_file(
     tolerance: float,
     against: str = "PyTorch",
     heatmap_tolerance: float | None = HEATMAP_TOLERANCE,
+    ood_tolerance: float | None = OOD_TOLERANCE,
 ) -> ParityReport:
     """All checks of a written ONNX file: full checker, contract, embedded record, parity with `reference`."""
     try:
@@ -42,6 +43,7 @@ def verify_file(
         against=against,
         softmax=record.task is Task.MULTICLASS,
         heatmap_tolerance=heatmap_tolerance,
+        ood_tolerance=ood_tolerance,
     )
 
 

@@ -34,6 +34,8 @@ ONNX_OUTPUT_NAME = "probabilities"
 ONNX_BATCH_AXIS = "batch"
 # Optional second output: class-activation maps [batch, L, h, w] whose spatial mean is each label's logit.
 ONNX_HEATMAP_OUTPUT_NAME = "heatmaps"
+# Optional output: a feature-space out-of-distribution score [batch], described by the record's `ood`.
+ONNX_OOD_OUTPUT_NAME = "ood_score"
 # Model directory layout read by the service: MODELS/<name>/<version>/<file>, one file per variant.
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -146,6 +148,27 @@ class IntendedUse(_Strict):
         return codes
 
 
+class OodSpec(_Strict):
+    """How to read the graph's out-of-distribution score: an image whose score exceeds `threshold` is flagged.
+
+    The score is computed in the ONNX graph from statistics fitted on `fitted_on` (the training split);
+    `threshold` keeps `kept_fraction` of the `threshold_split` images (validation) unflagged.
+    """
+
+    output: Literal["ood_score"] = "ood_score"
+    method: Literal["mahalanobis"] = "mahalanobis"
+    threshold: float = Field(gt=0, allow_inf_nan=False)
+    fitted_on: str = Field(min_length=1)
+    threshold_split: str = Field(min_length=1)
+    kept_fraction: float = Field(gt=0, le=1)
+    # How the statistics were fitted: samples, feature size, shrinkage, the feature tensor's role.
+    fit: dict[str, Any] = Field(default_factory=dict)
+
+    def flags(self, score: float) -> bool:
+        """Whether an image with this score is outside the training distribution (NaN counts as outside)."""
+        return not score <= self.threshold
+
+
 class Provenance(_Strict):
     """Where the model came from: data, code, configuration and measured metrics."""
 
@@ -174,6 +197,16 @@ class ModelRecord(_Strict):
     # (e.g. {"max_abs_diff": 3e-4, "decision_agreement": 1.0, "images": 64, "tolerance": 1e-2}).
     variant: Variant = "fp32"
     parity: dict[str, Any] = Field(default_factory=dict)
+    # The graph's out-of-distribution output and its threshold; None for a model without one.
+    ood: OodSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_ood(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Records without the score stay exactly as before, so readers that predate the field accept them.
+        data: dict[str, Any] = handler(self)
+        if self.ood is None:
+            data.pop("ood", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelRecord:

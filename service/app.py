@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.set_model_info(
                 name=served.name, version=served.version, provider=served.provider, variant=served.variant
             )
+            if served.record.ood is not None:
+                metrics.start_ood_counts(served.name, served.version)
         metrics.track_queue_depth(lambda: registry.depth)
         # Warm-up runs as each worker's first job: /health/live answers at once, /health/ready after it.
         registry.start()

@@ -25,6 +25,8 @@ running batch is always finished. `expected_wait_s` estimates how long a newly q
 (images ahead of it times a moving average of the seconds per image), so a caller can refuse work that
 would only expire in the queue before spending a decode on it. A batch runs the model's `explain`
 function (probabilities and heatmaps) instead of `predict` when any of its images asked for heatmaps.
+Either function may also return the model's out-of-distribution scores [N] as a last element; each
+image's row then comes back as `BatchResult.ood_score`.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ from medcore.imaging import stack_batch
 
 logger = logging.getLogger(__name__)
 
-Predict = Callable[[np.ndarray], np.ndarray]
-Explain = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# probabilities [N, L], or (probabilities, ood_score [N]) for a model with an out-of-distribution output.
+Predict = Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, np.ndarray]]
+# (probabilities, heatmaps [N, L, h, w]), or (probabilities, heatmaps, ood_score).
+Explain = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]]
 BatchObserver = Callable[[int, float], None]
 WAIT_SMOOTHING = 0.2  # weight of the latest value in the moving averages of seconds per image (and per decode)
 
@@ -80,6 +84,7 @@ class BatchResult:
     queue_wait_s: float
     inference_s: float
     heatmaps: np.ndarray | None = None  # [L, h, w] when the image asked for them
+    ood_score: float | None = None  # the model's out-of-distribution score, when it has that output
 
 
 _QUEUED, _TAKEN, _DROPPED = "queued", "taken", "dropped"
@@ -258,9 +263,9 @@ class MicroBatcher:
             self._lanes.release()
         if isinstance(outcome, Exception):
             raise outcome
-        outputs, heatmaps, _, inference_s = outcome
+        outputs, heatmaps, scores, _, inference_s = outcome
         maps = heatmaps[0] if explain and heatmaps is not None else None
-        return BatchResult(outputs[0], 1, 0.0, inference_s, maps)  # never queued
+        return BatchResult(outputs[0], 1, 0.0, inference_s, maps, _row(scores, 0))  # never queued
 
     def _enqueue(self, inputs: np.ndarray, deadline: float | None, *, explain: bool) -> _Job:
         if not self.ready:
@@ -347,19 +352,21 @@ class MicroBatcher:
             for job in batch:
                 _settle(job, outcome)
             return
-        outputs, heatmaps, started, inference_s = outcome
+        outputs, heatmaps, scores, started, inference_s = outcome
         for i, (job, row) in enumerate(zip(batch, outputs, strict=True)):
             maps = heatmaps[i] if heatmaps is not None and job.explain else None
-            _settle(job, BatchResult(row, len(batch), started - job.enqueued_at, inference_s, maps))
+            wait = started - job.enqueued_at
+            _settle(job, BatchResult(row, len(batch), wait, inference_s, maps, _row(scores, i)))
 
     def _run_model(
         self, inputs: list[np.ndarray], *, explain: bool
-    ) -> tuple[np.ndarray, np.ndarray | None, float, float] | BatchError:
-        """One model call on a batch (the caller holds a lane): (outputs, heatmaps or None, start time,
-        seconds), or the `BatchError` every image of the batch is answered with. Feeds the timing average
-        and `on_batch`."""
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float, float] | BatchError:
+        """One model call on a batch (the caller holds a lane): (outputs, heatmaps or None, ood scores or None,
+        start time, seconds), or the `BatchError` every image of the batch is answered with. Feeds the timing
+        average and `on_batch`."""
         started = time.monotonic()
         heatmaps: np.ndarray | None = None
+        scores: np.ndarray | None = None
         with self._stats_lock:
             self._batches += 1
             predict = self._predict_shared if self._running else self._predict
@@ -370,10 +377,12 @@ class MicroBatcher:
                 raise RuntimeError(f"injected fault in batch {number} (SERVE_FAULT_INJECT_BATCH, test only)")
             batch = stack_batch(inputs)
             if self._explain is not None and explain:
-                outputs, heatmaps = self._explain(batch)
+                outputs, heatmaps, *extra = self._explain(batch)
+                scores = extra[0] if extra else None
             else:
-                outputs = predict(batch)
-            if len(outputs) != len(inputs) or (heatmaps is not None and len(heatmaps) != len(inputs)):
+                answer = predict(batch)
+                outputs, scores = answer if isinstance(answer, tuple) else (answer, None)
+            if any(part is not None and len(part) != len(inputs) for part in (outputs, heatmaps, scores)):
                 raise BatchError(f"the model returned {len(outputs)} outputs for {len(inputs)} inputs")
         except Exception as exc:
             logger.exception("a batch of %d images failed", len(inputs))
@@ -387,7 +396,11 @@ class MicroBatcher:
             self._seconds_per_image = moving_average(self._seconds_per_image, per_image)
         if self._on_batch is not None:
             self._on_batch(len(inputs), inference_s)
-        return outputs, heatmaps, started, inference_s
+        return outputs, heatmaps, scores, started, inference_s
+
+
+def _row(scores: np.ndarray | None, i: int) -> float | None:
+    return None if scores is None else float(scores[i])
 
 
 def _settle(job: _Job, outcome: BatchResult | Exception) -> None:

@@ -73,6 +73,32 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.ood_checked = Counter(
+            "serve_ood_checked",
+            "Images whose out-of-distribution score was computed, by model",
+            ["name", "version"],
+            registry=self.registry,
+        )
+        self.ood_flagged = Counter(
+            "serve_out_of_distribution",
+            "Images flagged out-of-distribution (ood_score above the record's threshold), by model",
+            ["name", "version"],
+            registry=self.registry,
+        )
+
+    def observe_ood(self, name: str, version: str, flagged: bool | None) -> None:
+        """Count one answered image of a model with an out-of-distribution check (None: no check, not counted)."""
+        if flagged is None:
+            return
+        self.ood_checked.labels(name, version).inc()
+        if flagged:
+            self.ood_flagged.labels(name, version).inc()
+
+    def start_ood_counts(self, name: str, version: str) -> None:
+        """Show a model's two counters at 0 from the start, so a rate over them exists before the first flag."""
+        self.ood_checked.labels(name, version)
+        self.ood_flagged.labels(name, version)
+
     def observe_batch(self, name: str, version: str, size: int, inference_s: float) -> None:
         """One model call of the model `name` `version` (bound per model by the registry)."""
         self.batch_size.observe(size)

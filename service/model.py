@@ -14,6 +14,7 @@ import onnxruntime as ort
 from medcore.record import ONNX_HEATMAP_OUTPUT_NAME as HEATMAP_NAME
 from medcore.record import ONNX_INPUT_NAME as INPUT_NAME
 from medcore.record import ONNX_METADATA_KEY, VARIANT_FILES, ModelRecord, RecordError
+from medcore.record import ONNX_OOD_OUTPUT_NAME as OOD_NAME
 from medcore.record import ONNX_OUTPUT_NAME as OUTPUT_NAME
 from service.config import usable_cores
 
@@ -56,6 +57,7 @@ class LoadedModel:
     record: ModelRecord
     provider: str
     has_heatmaps: bool = False
+    has_ood: bool = False  # the graph outputs "ood_score" [N] (and the record says how to read it)
     intra_op_threads: int = 0  # what the session runs with (0: onnxruntime's own choice, as on CUDA)
     # A one-thread session of the same file for calls made while another call runs (auto threads on the CPU
     # when `session` has several): two one-thread calls on two cores beat two calls that each split over both.
@@ -70,28 +72,41 @@ class LoadedModel:
     def variant(self) -> str:
         return self.record.variant
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N, C, H, W] -> probabilities [N, L]."""
-        (probabilities,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        return np.asarray(probabilities)
+    def predict(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """float32 [N, C, H, W] -> probabilities [N, L], or (probabilities, ood_score [N]) when `has_ood`."""
+        return self._run(self.session, batch)
 
-    def predict_shared(self, batch: np.ndarray) -> np.ndarray:
+    def predict_shared(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """`predict` for a call made while another one runs: on the one-thread session when there is one."""
-        if self.shared_session is None:
-            return self.predict(batch)
-        (probabilities,) = self.shared_session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        return np.asarray(probabilities)
+        return self._run(self.shared_session or self.session, batch)
 
-    def predict_with_heatmaps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [N, C, H, W] -> (probabilities [N, L], heatmaps [N, L, h, w]); only if `has_heatmaps`."""
+    def _run(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        if not self.has_ood:
+            (probabilities,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+            return np.asarray(probabilities)
+        probabilities, scores = session.run([OUTPUT_NAME, OOD_NAME], {INPUT_NAME: batch})
+        return np.asarray(probabilities), np.asarray(scores, dtype=np.float64)
+
+    def predict_with_heatmaps(
+        self, batch: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """float32 [N, C, H, W] -> (probabilities [N, L], heatmaps [N, L, h, w][, ood_score [N]]);
+        only if `has_heatmaps`."""
         if not self.has_heatmaps:
             raise ModelLoadError(f"model {self.record.name} has no {HEATMAP_NAME!r} output")
-        probabilities, heatmaps = self.session.run([OUTPUT_NAME, HEATMAP_NAME], {INPUT_NAME: batch})
-        return np.asarray(probabilities), np.asarray(heatmaps, dtype=np.float32)
+        names = [OUTPUT_NAME, HEATMAP_NAME] + [OOD_NAME] * self.has_ood
+        probabilities, heatmaps, *scores = self.session.run(names, {INPUT_NAME: batch})
+        maps = np.asarray(heatmaps, dtype=np.float32)
+        if scores:
+            return np.asarray(probabilities), maps, np.asarray(scores[0], dtype=np.float64)
+        return np.asarray(probabilities), maps
 
     def warm_up(self) -> None:
         """One inference on a zero image, so the first request does not pay for lazy initialisation."""
-        probabilities = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
+        answer = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
+        probabilities, scores = answer if isinstance(answer, tuple) else (answer, None)
+        if scores is not None and scores.shape != (1,):
+            raise ModelLoadError(f"warm-up {OOD_NAME!r} has shape {list(scores.shape)}, expected [1]")
         if probabilities.shape != (1, self.record.num_outputs):
             raise ModelLoadError(
                 f"warm-up output has shape {list(probabilities.shape)}, "
@@ -130,6 +145,7 @@ def load_model(
             f"but its record says variant {record.variant!r}"
         )
     has_heatmaps = _check_contract(session, record)
+    has_ood = _check_ood(session, record)
     cores = usable_cores()
     shared_session = None
     if auto and cores > 1:
@@ -147,6 +163,7 @@ def load_model(
         record=record,
         provider=chosen,
         has_heatmaps=has_heatmaps,
+        has_ood=has_ood,
         intra_op_threads=threads,
         shared_session=shared_session,
     )
@@ -200,6 +217,24 @@ def _check_contract(session: ort.InferenceSession, record: ModelRecord) -> bool:
     if len(heatmaps) != 4 or (isinstance(heatmaps[1], int) and heatmaps[1] != record.num_outputs):
         expected = f"[N, {record.num_outputs}, h, w]"
         raise ModelLoadError(f"output {HEATMAP_NAME!r} has shape {list(heatmaps)}, expected {expected}")
+    return True
+
+
+def _check_ood(session: ort.InferenceSession, record: ModelRecord) -> bool:
+    """Whether the graph has the "ood_score" output [N]; it must come with the record's `ood` spec, and back."""
+    outputs = {node.name: node for node in session.get_outputs()}
+    if (OOD_NAME in outputs) != (record.ood is not None):
+        has = "has" if OOD_NAME in outputs else "lacks"
+        raise ModelLoadError(
+            f"the model {has} an {OOD_NAME!r} output but its record {'lacks' if record.ood is None else 'has'} "
+            "the 'ood' spec that says how to read it; re-export it"
+        )
+    if record.ood is None:
+        return False
+    if len(outputs[OOD_NAME].shape) != 1 or outputs[OOD_NAME].type != "tensor(float)":
+        raise ModelLoadError(
+            f"output {OOD_NAME!r} must be float32 [N], is {outputs[OOD_NAME].type} {outputs[OOD_NAME].shape}"
+        )
     return True
 
 

@@ -12,11 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medcore.record import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
+from medcore.record import ONNX_INPUT_NAME, ONNX_OOD_OUTPUT_NAME, ONNX_OUTPUT_NAME
 
 IMAGE_INPUT_NAME = "image"
 TENSOR_INPUT_NAME = ONNX_INPUT_NAME
 OUTPUT_NAME = ONNX_OUTPUT_NAME
+# For a model with an out-of-distribution output: the graph's score and the record's threshold applied to it.
+OOD_SCORE_NAME = ONNX_OOD_OUTPUT_NAME
+OOD_FLAG_NAME = "out_of_distribution"
 # The protocol's tensor types; this service reads FP32 and BYTES inputs and names the others in its 400s.
 Datatype = Literal[
     "BOOL",
@@ -135,7 +138,7 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: Datatype
     parameters: dict[str, Any] | None = None
-    data: list[float]
+    data: list[float] | list[bool]
 
 
 class InferenceResponse(BaseModel):

@@ -67,6 +67,16 @@ class ImageResult(BaseModel):
     predictions: list[LabelPrediction] = Field(description="one entry per label, in the record's order")
     batch_size: int = Field(ge=1, description="images in the onnxruntime call that served this one")
     timings_ms: Timings
+    ood_score: float | None = Field(
+        description="the model's out-of-distribution score (a Mahalanobis distance of its features to the "
+        "training images'); null for a model without that output"
+    )
+    out_of_distribution: bool | None = Field(
+        description="true when ood_score is above the model record's threshold (set at export to keep 95% of "
+        "validation images): the image looks unlike the training images and the result is not reliable; "
+        "null when the model has no out-of-distribution check"
+    )
+    warning: str | None = Field(default=None, description="plain-words warning, present on flagged images")
     explanation: Explanation | None = Field(default=None, description="only with ?explain=true")
 
 

@@ -70,3 +70,33 @@ def shared_export() -> tuple[Checkpoint, ExportReport]:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     checkpoint = make_checkpoint(folder / "model.pt")
     return checkpoint, export_onnx(folder / "model.pt", folder / "model.onnx")
+
+
+def make_trained_checkpoint(path: Path, *, steps: int = 80, seed: int = 0) -> Checkpoint:
+    """A tiny ConvNeXt trained briefly (AdamW, batch 32) on PneumoniaMNIST training images, saved at `path`.
+
+    The images come through the trainer's data layer and medcore's preprocessing (`split_inputs`), so the
+    network has seen what chest films look like: features an out-of-distribution score can tell apart.
+    """
+    from export.inputs import split_inputs
+
+    checkpoint = make_checkpoint(path, seed=seed)
+    model = build_model(checkpoint.spec)
+    model.load_state_dict(checkpoint.model_state)
+    train = split_inputs(checkpoint.record, "train", 1024, seed=seed)
+    assert train.labels is not None
+    images, labels = torch.from_numpy(train.batch), torch.from_numpy(train.labels).float()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(images), (32,), generator=generator)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(images[rows]), labels[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = Checkpoint(
+        spec=checkpoint.spec, record=checkpoint.record, model_state=model.state_dict(), epoch=1, config={"seed": seed}
+    )
+    save_checkpoint(trained, path)
+    return trained

@@ -100,9 +100,8 @@ def concepts(items: pydicom.Sequence) -> list[str]:
 
 def test_the_sr_is_valid_for_dsrdump_and_dcmdump(source: Dataset, tmp_path: Path) -> None:
     require_dcmtk("dsrdump", "dcmdump")
-    sr = build_sr(
-        source, RECORD, Outcome(decisions(0.7), ood_score=0.25, out_of_distribution=False), variant="fp32", now=NOW
-    )
+    outcome = Outcome(decisions(0.7), ood_score=31.5, out_of_distribution=True, ood_warning="Looks unlike training.")
+    sr = build_sr(source, RECORD, outcome, variant="fp32", now=NOW)
     path = encoded(sr, tmp_path)
     dumped = subprocess.run(["dsrdump", "+Pu", "+Pl", str(path)], capture_output=True, text=True, check=False)
     assert dumped.returncode == 0 and dumped.stderr == "", dumped.stderr
@@ -112,8 +111,9 @@ def test_the_sr_is_valid_for_dsrdump_and_dcmdump(source: Dataset, tmp_path: Path
         '"Probability")="0.699999988079"',
         '"Decision threshold")="0.5"',
         '"Model decision")=(373066001,SCT,"Yes")',
-        '"Outside training distribution")=(373067005,SCT,"No")',
-        '"Out-of-distribution score")="0.25"',
+        '"Outside training distribution")=(373066001,SCT,"Yes")',
+        '"Out-of-distribution score")="31.5"',
+        '"Out-of-distribution warning")="Looks unlike training."',
         '"Algorithm Name")="tiny-test"',
         '"Algorithm Version")="0.0.1"',
         "Model record SHA-256",

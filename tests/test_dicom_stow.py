@@ -144,3 +144,26 @@ def test_the_dicomweb_routes_say_when_the_node_is_off(tmp_path: Path, models: Pa
         listing = client.get("/v1/dicom/outbox")
     assert (answer.status_code, answer.json()["code"]) == (404, "dicom_disabled")
     assert listing.status_code == 404 and "SERVE_DICOM_DESTINATION" in listing.json()["detail"]
+
+
+def test_the_sr_carries_the_models_out_of_distribution_check_as_predict_does(tmp_path: Path) -> None:
+    """The bundled model has the in-graph `ood_score`: its score and flag reach the SR, equal to /predict's."""
+    from service.config import BUNDLED_MODEL
+
+    chest = with_new_uids(CHEST_JPEG, tmp_path / "in")
+    with destination() as dest:
+        settings = dicom_settings(tmp_path, tmp_path / "outbox", dest.url, dicom_port=None, model_path=BUNDLED_MODEL)
+        with running_server(settings) as server, server.client() as client:
+            answer = stow(client, [chest.read_bytes()])
+            predicted = client.post("/predict", files={"file": ("x.dcm", chest.read_bytes())}).json()["results"][0]
+            wait_until(lambda: len(dest.received) == 1, what="the SR")
+    assert answer.status_code == 200, answer.text
+    (sr,) = dest.datasets()
+    top = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
+    score = top["Out-of-distribution score"].MeasuredValueSequence[0].FloatingPointValue
+    assert predicted["ood_score"] is not None and float(score) == predicted["ood_score"]
+    flag = top["Outside training distribution"].ConceptCodeSequence[0].CodeMeaning
+    assert flag == ("Yes" if predicted["out_of_distribution"] else "No")
+    assert ("Out-of-distribution warning" in top) == bool(predicted["out_of_distribution"])
+    expected = {p["label"]: p["probability"] for p in predicted["predictions"]}
+    assert sr_probabilities(sr) == expected

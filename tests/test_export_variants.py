@@ -30,7 +30,8 @@ def test_bundled_variant_keeps_the_contract_and_its_claims(variant: str, map_bou
     fp32_path, path = BUNDLED / VARIANT_FILES["fp32"], BUNDLED / VARIANT_FILES[variant]
     fp32, record = read_record(fp32_path), read_record(path)
     assert (fp32.variant, record.variant) == ("fp32", variant)
-    assert record.model_copy(update={"variant": "fp32", "parity": {}, "thresholds": fp32.thresholds}) == fp32
+    same = {"variant": "fp32", "parity": {}, "thresholds": fp32.thresholds, "ood": fp32.ood}
+    assert record.model_copy(update=same) == fp32
     parity = record.parity
     assert parity["reference"] == "fp32" and parity["gate"]["split"] == "val" and parity["gate"]["n"] == 524
     assert parity["decision_agreement"] >= parity["gate"]["min_agreement"] == 0.99
@@ -42,13 +43,19 @@ def test_bundled_variant_keeps_the_contract_and_its_claims(variant: str, map_bou
     assert path.stat().st_size < 0.6 * fp32_path.stat().st_size
 
     inputs = split_inputs(record, "val", 64)
-    probabilities, heatmaps = session.run(None, {"input": inputs.batch})
+    probabilities, heatmaps, scores = session.run(None, {"input": inputs.batch})
     reference = _session(fp32_path).run(None, {"input": inputs.batch})[0]
     assert probabilities.dtype == heatmaps.dtype == np.float32
     assert float(np.max(np.abs(probabilities - reference))) <= parity["max_abs_diff"] + 1e-6
     agreement = decision_agreement(record.task, reference, fp32.thresholds, probabilities, record.thresholds)
     assert agreement >= 0.95  # 64 of the 524 gated images
     assert heatmap_consistency(probabilities, heatmaps, softmax=False) <= map_bound
+    # The out-of-distribution output survives, in float32, with the threshold re-set on the variant's own val scores.
+    assert fp32.ood is not None and record.ood is not None
+    assert record.ood.model_copy(update={"threshold": fp32.ood.threshold}) == fp32.ood
+    assert scores.dtype == np.float32 and np.all(np.isfinite(scores))
+    fp32_scores = _session(fp32_path).run(["ood_score"], {"input": inputs.batch})[0]
+    assert np.corrcoef(scores, fp32_scores)[0, 1] > 0.9
 
 
 def test_both_variants_are_kept_only_within_99_percent_agreement_and_0005_auroc() -> None:

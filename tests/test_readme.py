@@ -69,7 +69,7 @@ def test_the_sample_is_a_licensed_paediatric_image() -> None:
 
 def test_the_training_environment_has_its_own_make_target() -> None:
     assert "make train-env" in section("## Train")
-    dry_run = subprocess.run(["make", "-n", "train-env"], cwd=REPO, capture_output=True, text=True, check=False)
+    dry_run = subprocess.run(["make", "-n", "-B", "train-env"], cwd=REPO, capture_output=True, text=True, check=False)
     assert dry_run.returncode == 0, dry_run.stderr
     assert "pip install" in dry_run.stdout and ".[serve,train,dev]" in dry_run.stdout
     assert "pytest" not in dry_run.stdout  # sets up, runs nothing
@@ -96,6 +96,7 @@ def test_the_open_inference_example_runs_and_leaves_no_file_behind(tmp_path: Pat
         )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    (output,) = answer["outputs"]
-    assert output["name"] == "probabilities" and output["shape"] == [1, 1]
+    outputs = {output["name"]: output for output in answer["outputs"]}
+    assert outputs["probabilities"]["shape"] == [1, 1]
+    assert set(outputs) == {"probabilities", "ood_score", "out_of_distribution"}  # the bundled model has the check
     assert sorted(REPO.iterdir()) == before

@@ -93,3 +93,42 @@ def test_normalisation_must_match_channels() -> None:
     data["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
     with pytest.raises(RecordError, match="mean has 3 values, channels is 1"):
         ModelRecord.from_dict(data)
+
+
+OOD = {
+    "output": "ood_score",
+    "method": "mahalanobis",
+    "threshold": 21.5,
+    "fitted_on": "train",
+    "threshold_split": "val",
+    "kept_fraction": 0.95,
+    "fit": {"samples": 4708, "features": 320},
+}
+
+
+def test_the_ood_spec_round_trips_and_flags_above_its_threshold() -> None:
+    record = ModelRecord.from_dict(record_dict(ood=OOD))
+    assert ModelRecord.from_json(record.to_json()) == record
+    assert record.ood is not None and record.ood.threshold == 21.5
+    assert record.ood.flags(21.6) and not record.ood.flags(21.5) and record.ood.flags(float("nan"))
+
+
+def test_a_record_without_the_ood_spec_stays_valid_and_writes_no_ood_key() -> None:
+    record = ModelRecord.from_dict(record_dict())
+    assert record.ood is None
+    assert "ood" not in record.to_dict() and "ood" not in json.loads(record.to_json())
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"threshold": -1.0}, "ood.threshold"),
+        ({"kept_fraction": 1.5}, "ood.kept_fraction"),
+        ({"method": "energy"}, "ood.method"),
+        ({"fitted_on": ""}, "ood.fitted_on"),
+        ({"extra": 1}, "ood.extra"),
+    ],
+)
+def test_a_malformed_ood_spec_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(RecordError, match=f"field '{field}'"):
+        ModelRecord.from_dict(record_dict(ood={**OOD, **change}))

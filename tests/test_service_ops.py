@@ -106,6 +106,9 @@ def test_openapi_documents_predict_and_its_errors(server: RunningServer) -> None
         "predictions",
         "batch_size",
         "timings_ms",
+        "ood_score",
+        "out_of_distribution",
+        "warning",
         "explanation",
     }
     assert set(schemas["ImageFailure"]["properties"]) == {"index", "status", "error"}

@@ -159,3 +159,17 @@ def test_the_page_loads_its_wording_before_its_behaviour() -> None:
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     assert page.index("/ui/static/reading.js") < page.index("/ui/static/app.js")
     assert 'id="reading"' in page
+
+
+def test_the_page_shows_the_results_out_of_distribution_warning_prominently(server: RunningServer) -> None:
+    """The result panel has an alert box above the decision, filled from the result's own fields (no browser here:
+    tests/test_ui_browser.py drives the page in Chromium)."""
+    with server.client() as client:
+        page = client.get("/").text
+        script = client.get("/ui/static/app.js").text
+    warning = page.index('id="ood-warning"')
+    assert page.index('id="result-heading"') < warning < page.index('id="summary"')
+    assert 'role="alert"' in page[warning - 60 : warning + 80]
+    for field in ("item.out_of_distribution", "item.ood_score", "item.warning"):
+        assert field in script
+    assert "No out-of-distribution check for this model." in script

@@ -2,10 +2,12 @@
 
 `POST /v2/models/{name}[/versions/{v}]/infer` takes either the FP32 `input` tensor [N, C, H, W] (already
 preprocessed) or the BYTES `image` input [N] (encoded files, base64 in JSON), and answers the FP32
-`probabilities` [N, L]. The N images are submitted together, so they share batches. Inputs may also come
-in the protocol's binary tensor extension (`Inference-Header-Content-Length`), as `tritonclient` sends
-them by default; answers are always JSON. Errors use the protocol's `{"error": ...}` body (see
-`service.errors`), and anything a client sent wrong is a 4xx: shapes, datatypes, base64, image data.
+`probabilities` [N, L], and for a model with an out-of-distribution output also `ood_score` [N] (FP32) and
+`out_of_distribution` [N] (BOOL, the record's threshold applied). The N images are submitted together, so
+they share batches. Inputs may also come in the protocol's binary tensor extension
+(`Inference-Header-Content-Length`), as `tritonclient` sends them by default; answers are always JSON.
+Errors use the protocol's `{"error": ...}` body (see `service.errors`), and anything a client sent wrong
+is a 4xx: shapes, datatypes, base64, image data.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from service.api.deps import MetricsDep, ReadyRuntimeDep, RegistryDep, RuntimeDep, SettingsDep
-from service.batching import BatchResult, NotReadyError
+from service.batching import BatchError, BatchResult, NotReadyError
 from service.errors import ERROR_DOCS, RETRY_AFTER_S, ServiceError, describe_error
 from service.oip_schemas import (
     IMAGE_INPUT_NAME,
+    OOD_FLAG_NAME,
+    OOD_SCORE_NAME,
     OUTPUT_NAME,
     TENSOR_INPUT_NAME,
     InferenceRequest,
@@ -41,6 +45,7 @@ from service.oip_schemas import (
     ServerMetadata,
     TensorMetadata,
 )
+from service.ood import assess
 from service.registry import ServedModel
 from service.request_context import annotate
 
@@ -100,7 +105,17 @@ async def model_metadata(registry: RegistryDep, name: str, version: str | None =
                 parameters={"content": "encoded image files (PNG, JPEG, TIFF, BMP, DICOM), base64 in JSON"},
             ),
         ],
-        outputs=[TensorMetadata(name=OUTPUT_NAME, datatype="FP32", shape=[-1, record.num_outputs])],
+        outputs=[
+            TensorMetadata(name=OUTPUT_NAME, datatype="FP32", shape=[-1, record.num_outputs]),
+            *(
+                [
+                    TensorMetadata(name=OOD_SCORE_NAME, datatype="FP32", shape=[-1]),
+                    TensorMetadata(name=OOD_FLAG_NAME, datatype="BOOL", shape=[-1]),
+                ]
+                if record.ood is not None
+                else []
+            ),
+        ],
         parameters={
             "labels": list(record.labels),
             "task": record.task,
@@ -148,9 +163,11 @@ async def infer(
     annotate(model=served.name, version=served.version)
     body = await request.body()
     parsed, tensors = parse_request(body, request.headers.get(BINARY_HEADER))
+    known = [OUTPUT_NAME] + [OOD_SCORE_NAME, OOD_FLAG_NAME] * (served.record.ood is not None)
     for output in parsed.outputs or ():
-        if output.name != OUTPUT_NAME:
-            raise OipRequestError(f"unknown output {output.name!r}; model {served.name} has {[OUTPUT_NAME]}")
+        if output.name not in known:
+            raise OipRequestError(f"unknown output {output.name!r}; model {served.name} has {known}")
+    wanted = [output.name for output in parsed.outputs] if parsed.outputs else known
     (given,) = _one_input(parsed)
     if given.shape and given.shape[0] > settings.max_files:
         raise OipRequestError(
@@ -166,15 +183,27 @@ async def infer(
         model_version=served.version,
         id=parsed.id,
         parameters={"labels": list(served.record.labels), "batch_sizes": [result.batch_size for result in results]},
-        outputs=[
-            ResponseOutput(
-                name=OUTPUT_NAME,
-                shape=list(probabilities.shape),
-                datatype="FP32",
-                data=probabilities.ravel().tolist(),
-            )
-        ],
+        outputs=[output for output in _outputs(served, results, probabilities) if output.name in wanted],
     )
+
+
+def _outputs(served: ServedModel, results: list[BatchResult], probabilities: np.ndarray) -> list[ResponseOutput]:
+    """The response tensors: probabilities, and the out-of-distribution score and flag where the model has them."""
+    outputs = [
+        ResponseOutput(
+            name=OUTPUT_NAME, shape=list(probabilities.shape), datatype="FP32", data=probabilities.ravel().tolist()
+        )
+    ]
+    if served.record.ood is None:
+        return outputs
+    if any(r.ood_score is None for r in results):
+        raise BatchError(f"model {served.name} returned no {OOD_SCORE_NAME!r} for an image")
+    assessed = [assess(served.record, r.ood_score) for r in results]
+    scores = [float(np.float32(a.score)) for a in assessed if a.score is not None]
+    flags = [bool(a.flagged) for a in assessed]
+    outputs.append(ResponseOutput(name=OOD_SCORE_NAME, shape=[len(scores)], datatype="FP32", data=scores))
+    outputs.append(ResponseOutput(name=OOD_FLAG_NAME, shape=[len(flags)], datatype="BOOL", data=flags))
+    return outputs
 
 
 async def _run(

@@ -25,6 +25,7 @@ from service.config import Settings
 from service.errors import ServiceError, describe_error, error_docs
 from service.explain import render_explanation
 from service.metrics import ServiceMetrics
+from service.ood import assess
 from service.registry import ExplainUnavailableError, ServedModel
 from service.request_context import annotate
 from service.schemas import (
@@ -218,7 +219,11 @@ async def _one(
             ),
         )
         explanation = Explanation.model_validate(rendered)
-    extra = {"explanation": explanation} if explanation is not None else {}  # left out, not null, without
+    ood = assess(record, result.ood_score)
+    metrics.observe_ood(record.name, record.version, ood.flagged)
+    extra: dict[str, Any] = {"explanation": explanation} if explanation is not None else {}  # left out, not null
+    if ood.warning is not None:
+        extra["warning"] = ood.warning
     return ImageResult(
         index=index,
         predictions=[
@@ -237,6 +242,8 @@ async def _one(
             inference=result.inference_s * 1e3,
             total=(time.perf_counter() - started) * 1e3,
         ),
+        ood_score=ood.score,
+        out_of_distribution=ood.flagged,
         **extra,
     )
 

@@ -37,6 +37,7 @@ from service.dicom.choosing import Identity, Skip, choose, identify
 from service.dicom.metrics import DicomMetrics
 from service.dicom.outbox import Outbox, Result
 from service.dicom.sr import Outcome, build_sr
+from service.ood import assess
 from service.registry import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -242,11 +243,8 @@ class DicomNode:
             return self._refused(Receipt("refused", *_uids(identity), "inference_failed", str(exc), True))
         result = done.result
         (decisions,) = decide(result.probabilities[None, :], served.record)
-        outcome = Outcome(
-            decisions,
-            ood_score=_optional_float(getattr(result, "ood_score", None)),
-            out_of_distribution=_optional_bool(getattr(result, "out_of_distribution", None)),
-        )
+        ood = assess(served.record, result.ood_score)  # the one rule /predict applies too
+        outcome = Outcome(decisions, ood_score=ood.score, out_of_distribution=ood.flagged, ood_warning=ood.warning)
         results = [await loop.run_in_executor(self.writer, self._sr, screened.header, outcome)]
         if self.heatmap_sc and result.heatmaps is not None:
             from service.dicom.secondary_capture import build_secondary_capture
@@ -281,11 +279,3 @@ def _encode(dataset: Dataset, kind: str) -> Result:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return Result(str(dataset.SOPInstanceUID), str(dataset.SOPClassUID), kind, buffer.getvalue())
-
-
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _optional_bool(value: object) -> bool | None:
-    return None if value is None else bool(value)

@@ -18,7 +18,8 @@ viewer and is checked end to end by dcmtk's `dsrdump`. The content tree:
                   CONTAINS  NUM Decision threshold (absent for multiclass, which decides by argmax)
                   CONTAINS  CODE Model decision = Yes / No (SNOMED CT 373066001 / 373067005)
                               INFERRED FROM  IMAGE the source image
-      CONTAINS  CODE Outside training distribution = Yes / No, NUM Out-of-distribution score   (when given)
+      CONTAINS  CODE Outside training distribution = Yes / No, NUM Out-of-distribution score,
+                TEXT Out-of-distribution warning (when flagged)     (the model's check, `service.ood`; when it has one)
       CONTAINS  TEXT Intended use; TEXT Out of scope (one per entry the record lists)
       CONTAINS  TEXT Disclaimer: not a certified medical device
 
@@ -101,6 +102,7 @@ THRESHOLD = Code("THRESHOLD", SCHEME, "Decision threshold")
 DECISION = Code("DECISION", SCHEME, "Model decision")
 OUT_OF_DISTRIBUTION = Code("OOD", SCHEME, "Outside training distribution")
 OOD_SCORE = Code("OODSCORE", SCHEME, "Out-of-distribution score")
+OOD_WARNING = Code("OODWARNING", SCHEME, "Out-of-distribution warning")
 INTENDED_USE = Code("INTENDEDUSE", SCHEME, "Intended use")
 OUT_OF_SCOPE = Code("OUTOFSCOPE", SCHEME, "Out of scope")
 DISCLAIMER_CODE = Code("DISCLAIMER", SCHEME, "Disclaimer")
@@ -118,6 +120,7 @@ class Outcome:
     decisions: Sequence[LabelDecision]
     ood_score: float | None = None
     out_of_distribution: bool | None = None
+    ood_warning: str | None = None  # the plain-words warning of `service.ood` for a flagged image
 
 
 def result_uid(source_uid: str, record: ModelRecord, kind: str) -> str:
@@ -186,6 +189,8 @@ def build_sr(source: Dataset, record: ModelRecord, outcome: Outcome, *, variant:
         items.append(_code("CONTAINS", OUT_OF_DISTRIBUTION, YES if outcome.out_of_distribution else NO))
     if outcome.ood_score is not None:
         items.append(_num("CONTAINS", OOD_SCORE, outcome.ood_score))
+    if outcome.ood_warning:
+        items.append(_text("CONTAINS", OOD_WARNING, outcome.ood_warning))
     use = record.intended_use
     if use.description:
         items.append(_text("CONTAINS", INTENDED_USE, use.description))

@@ -247,6 +247,7 @@
     $("reading").hidden = multiclass;
     const tone = multiclass ? "neutral" : predictions.some((p) => p.positive) ? "positive" : "negative";
     $("summary").className = `summary ${tone}`;
+    showOutOfDistribution(item);
     $("legend").textContent = multiclass
       ? "A multi-class model: its decision is the most probable class; it has no thresholds."
       : "marks the decision threshold: at or above it the model calls the finding positive.";
@@ -260,6 +261,22 @@
       : "The uploaded image.";
     $("result-panel").hidden = false;
     $("result-heading").focus();
+  }
+
+  // The result's own out-of-distribution fields: a flagged image gets the API's warning above the decision.
+  function showOutOfDistribution(item) {
+    const checked = typeof item.ood_score === "number";
+    const flagged = checked && item.out_of_distribution === true;
+    $("ood-warning").hidden = !flagged;
+    $("ood-warning-text").textContent = flagged
+      ? item.warning || "This image looks unlike the images the model was trained on; its result is not reliable."
+      : "";
+    $("ood-note").textContent = !checked
+      ? "No out-of-distribution check for this model."
+      : flagged
+        ? `Out-of-distribution score ${format(item.ood_score)}: above the model's threshold.`
+        : `Out-of-distribution check passed (score ${format(item.ood_score)}): the image resembles the training images.`;
+    $("result-panel").classList.toggle("unreliable", flagged);
   }
 
   function summary(predictions, multiclass, record) {
