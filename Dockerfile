@@ -32,7 +32,10 @@ RUN python -m venv /opt/venv \
 
 # ---- The runtime both images share: the code, the bundled model, the user, the port, the healthcheck.
 FROM base AS runtime
-RUN useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent service
+# The DICOM outbox's mount point, owned by the service user and closed to others (results not yet delivered hold PHI);
+# a volume mounted there (compose `pacs` profile) takes this owner and mode.
+RUN useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent service \
+    && install -d -m 0700 -o 10001 -g 0 /var/lib/medimaging/dicom-outbox
 WORKDIR /app
 COPY models ./models
 COPY medcore ./medcore

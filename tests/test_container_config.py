@@ -181,7 +181,7 @@ def test_hardened_compose_reads_the_keys_from_a_mounted_secret_directory() -> No
     assert result.returncode == 0, result.stdout + result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     fields = {f"SERVE_{name.upper()}" for name in Settings.model_fields}
-    for name in ("service", "service-gpu"):
+    for name in ("service", "service-gpu", "service-dicom"):
         key_file = Path(services[name]["environment"]["SERVE_API_KEYS_FILE"])
         assert set(services[name]["environment"]) <= fields
         (mount,) = [v for v in services[name]["volumes"] if v.split(":")[1] == str(key_file.parent)]
@@ -241,14 +241,41 @@ def test_grafana_first_start_keeps_an_operator_password(tmp_path: Path) -> None:
 def test_compose_services_restart_and_keep_their_data() -> None:
     spec = compose()
     services = spec["services"]
-    assert set(services) == {"service", "service-gpu", "prometheus", "grafana"}
+    assert set(services) == {"service", "service-gpu", "prometheus", "grafana", "service-dicom", "orthanc"}
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
-    assert "healthcheck" in services["prometheus"] and "healthcheck" in services["grafana"]
+    assert all("healthcheck" in services[name] for name in ("prometheus", "grafana", "orthanc"))
     assert services["service"]["build"]["target"] == "cpu" and "profiles" not in services["service"]
     mounts = {name: [v.split(":")[0] for v in s.get("volumes", [])] for name, s in services.items()}
     assert "prometheus-data" in mounts["prometheus"] and "grafana-data" in mounts["grafana"]
-    assert set(spec["volumes"]) == {"prometheus-data", "grafana-data"}
+    assert "dicom-outbox" in mounts["service-dicom"] and "orthanc-data" in mounts["orthanc"]
+    assert set(spec["volumes"]) == {"prometheus-data", "grafana-data", "dicom-outbox", "orthanc-data"}
+
+
+def test_pacs_profile_routes_orthanc_to_the_dicom_node_and_back() -> None:
+    """The JSON Orthanc reads names the service's DICOM node, and the node sends its results to that Orthanc."""
+    services = compose()["services"]
+    node, pacs = services["service-dicom"], services["orthanc"]
+    assert node["profiles"] == ["pacs"] and pacs["profiles"] == ["pacs"]
+    assert node["build"]["target"] == "cpu" and node["image"] == services["service"]["image"]
+    config = json.loads((ROOT / "docker/orthanc/orthanc.json").read_text())
+    environment = node["environment"]
+    ai = config["DicomModalities"]["medimaging"]
+    assert (ai["AET"], ai["Host"], str(ai["Port"])) == (
+        environment["SERVE_DICOM_AE_TITLE"],
+        "service-dicom",
+        environment["SERVE_DICOM_PORT"],
+    )
+    assert any(port.endswith(f":{ai['Port']}") for port in node["ports"])
+    assert environment["SERVE_DICOM_DESTINATION"] == f"dicom://{config['DicomAet']}@orthanc:{config['DicomPort']}"
+    assert environment["SERVE_DICOM_ALLOWED_CALLERS"] == f"{config['DicomAet']}@*"
+    outbox = environment["SERVE_DICOM_OUTBOX"]
+    assert f"dicom-outbox:{outbox}" in node["volumes"]
+    assert f"install -d -m 0700 -o 10001 -g 0 {outbox}" in (ROOT / "Dockerfile").read_text()
+    mounted = {volume.split(":")[1] for volume in pacs["volumes"] if volume.startswith("./")}
+    assert "/etc/orthanc/orthanc.json" in mounted
+    for script in config["LuaScripts"]:
+        assert script in mounted, f"{script} is not mounted into the Orthanc container"
 
 
 def test_gpu_profile_reserves_the_device_and_uses_the_gpu_target() -> None:
@@ -282,7 +309,7 @@ def test_prometheus_scrapes_the_compose_services_and_loads_the_rules() -> None:
 def test_every_environment_variable_is_a_setting() -> None:
     fields = {f"SERVE_{name.upper()}" for name in Settings.model_fields}
     services = compose()["services"]
-    named = set(services["service"]["environment"]) | set(services["service-gpu"]["environment"])
+    named = {key for name in ("service", "service-gpu", "service-dicom") for key in services[name]["environment"]}
     named |= set(re.findall(r"\b(SERVE_[A-Z_]+)=", (ROOT / "Dockerfile").read_text()))
     assert named, "expected SERVE_* settings in docker-compose.yml and the Dockerfile"
     assert named <= fields, f"unknown settings {sorted(named - fields)}; known: {sorted(fields)}"
